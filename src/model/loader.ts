@@ -1,6 +1,7 @@
-// Loads a model folder in Hugging Face layout (config.json + model.safetensors or shards) into
-// float32 ModelWeights. Every tensor is checked against the config before any is read: missing,
-// unexpected and mis-shaped tensors are errors naming the file and the tensor.
+// Loads a model folder in Hugging Face layout (config.json + model.safetensors or shards), or a
+// GGUF file (gguf.ts), into float32 ModelWeights. Every tensor is checked against the config
+// before any is read: missing, unexpected and mis-shaped tensors are errors naming the file and
+// the tensor.
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { parseConfig, readJsonFile } from './config.js';
@@ -111,12 +112,16 @@ export async function readConfig(dir: string): Promise<LlamaConfig> {
   return parseConfig(await readJsonFile(file, true), file);
 }
 
-/** Loads a Hugging Face model folder (config.json + safetensors, single or sharded) as float32. */
+/** Loads a Hugging Face model folder (config.json + safetensors, single or sharded), or a .gguf file, as float32. */
 export async function loadModel(dir: string, opts: LoadOptions = {}): Promise<Model> {
   if (opts.dtype !== undefined && opts.dtype !== 'f32') throw new Error(`loadModel: opts.dtype expected "f32", got ${JSON.stringify(opts.dtype)}`);
   const st = await fsp.stat(dir).catch(() => null);
   if (!st) throw new Error(`${dir}: no such model folder`);
-  if (!st.isDirectory()) throw new Error(`${dir}: expected a model folder (config.json + model.safetensors)`);
+  if (st.isFile() && dir.toLowerCase().endsWith('.gguf')) {
+    const { loadGguf } = await import('./gguf.js'); // loaded lazily: gguf.ts imports this module
+    return loadGguf(dir);
+  }
+  if (!st.isDirectory()) throw new Error(`${dir}: expected a model folder (config.json + model.safetensors) or a .gguf file`);
   const config = await readConfig(dir);
   const src = await openSafetensorsDir(dir);
   try {

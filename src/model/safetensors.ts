@@ -183,6 +183,11 @@ function f16ToF32Table(): Float32Array {
   return (f16Table = vals);
 }
 
+/** float32 value of one f16 bit pattern. */
+export function f16BitsToF32(h: number): number {
+  return f16ToF32Table()[h & 0xffff];
+}
+
 /** out[i] = float32 of the f16 bit pattern src[i]. */
 export function f16ToF32(src: Uint16Array, out: Float32Array, outOffset = 0): void {
   const t = f16ToF32Table();
