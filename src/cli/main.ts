@@ -8,6 +8,8 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
+  tokenizer: { summary: 'train the byte-level BPE tokenizer on the book corpus', load: () => import('./tokenizer.js') },
+  data: { summary: 'build the book corpus and write train/val/test token files', load: () => import('./data.js') },
 };
 
 function usage(): string {
