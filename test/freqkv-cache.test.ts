@@ -17,6 +17,10 @@ import { forward } from '../src/model/forward.js';
 import { randomArray, randomModel, rng, tinyConfig } from '../src/model/random.js';
 import { parseArgs } from '../src/cli/args.js';
 import { flags as generateFlags } from '../src/cli/generate.js';
+import { FRACTIONS, kvSpectrum, lowFrequencyShares, run as inspect, spectrumTable } from '../src/cli/inspect.js';
+import { heatMap, lineChart, logTicks } from '../src/eval/svg.js';
+import { saveModel } from '../src/model/writer.js';
+import { byteLevelTokenizerJson, saveTokenizer } from '../src/model/tokenizer.js';
 
 setBackend(referenceBackend);
 
@@ -216,4 +220,92 @@ test('bad options are rejected with a message naming the option', () => {
   for (let t = 0; t < 8; t++) step(c, 1, () => new Float32Array(2), () => new Float32Array(2));
   assert.equal(c.room(), 4);
   assert.throws(() => c.begin(5), /freqkv: begin T must be an integer in \[1, room\(\) = 4\], got 5/);
+});
+
+test('spectrum: energy shares in the lowest DCT frequencies', () => {
+  const n = 40;
+  // channels: constant (all energy at k = 0), highest DCT frequency (none low), a slow ramp
+  const x = new Float32Array(n * 4);
+  for (let t = 0; t < n; t++) {
+    x[t * 4] = 99; // column 0 is not measured (col = 1)
+    x[t * 4 + 1] = 3;
+    x[t * 4 + 2] = Math.cos((Math.PI * (n - 1) * (2 * t + 1)) / (2 * n));
+    x[t * 4 + 3] = t;
+  }
+  close(Float32Array.from(lowFrequencyShares(x, n, 4, 1, 1)), [1, 1, 1], 1e-12, 'constant');
+  close(Float32Array.from(lowFrequencyShares(x, n, 4, 2, 1)), [0, 0, 0], 1e-9, 'highest frequency');
+  const ramp = lowFrequencyShares(x, n, 4, 3, 1);
+  assert.ok(ramp[0] > 0.99 && ramp[0] <= ramp[1] && ramp[1] <= ramp[2] && ramp[2] <= 1 + 1e-12);
+  // pooled over channels: energies add
+  const both = lowFrequencyShares(x, n, 4, 1, 2);
+  close(Float32Array.from(both), [(9 * n) / (9 * n + n / 2), (9 * n) / (9 * n + n / 2), (9 * n) / (9 * n + n / 2)], 1e-6, 'pooled');
+  assert.deepEqual(lowFrequencyShares(new Float32Array(n), n, 1, 0, 1), [0, 0, 0]);
+});
+
+test('inspect spectrum: table, JSON and SVG heat map for a model on disk; bad flags rejected', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'freqkv-inspect-'));
+  try {
+    const config = tinyConfig({ vocabSize: 259, maxPositionEmbeddings: 64 });
+    const model = randomModel(config, 2);
+    const modelDir = path.join(dir, 'model');
+    await saveModel(modelDir, model);
+    await saveTokenizer(modelDir, byteLevelTokenizerJson(), { bos_token: '<s>', eos_token: '</s>' });
+    const textFile = path.join(dir, 'text.txt');
+    fs.writeFileSync(textFile, 'The quick brown fox jumps over the lazy dog. '.repeat(3));
+    const svgFile = path.join(dir, 'spec.svg');
+    let printed = '';
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string) => ((printed += chunk), true)) as typeof process.stdout.write;
+    let code: number;
+    try {
+      code = await inspect(['spectrum', '--model', modelDir, '--text', textFile, '--span', '48', '--svg', svgFile, '--json']);
+    } finally {
+      process.stdout.write = write;
+    }
+    assert.equal(code, 0);
+    const out = JSON.parse(printed);
+    assert.equal(out.span, 48);
+    assert.equal(out.heads.length, config.nLayers * config.nKVHeads);
+    for (const h of out.heads) for (const s of [...h.k, ...h.v]) assert.ok(s >= 0 && s <= 1 + 1e-9);
+    // the same numbers as the library call
+    const tokens = Array.from({ length: 48 }, () => 0);
+    assert.equal(kvSpectrum(model, tokens, 48).length, out.heads.length);
+    const svg = fs.readFileSync(svgFile, 'utf8');
+    assert.ok(svg.startsWith('<svg') && svg.trimEnd().endsWith('</svg>'));
+    assert.equal((svg.match(/<rect x="\d+" y="\d+" width="48"/g) ?? []).length, out.heads.length * 6);
+    assert.ok(!/NaN|undefined/.test(svg));
+    assert.match(spectrumTable(out.heads), /^ *layer +head +K 10% +K 25% +K 50% +V 10% +V 25% +V 50%\n/);
+    assert.equal(spectrumTable(out.heads).trimEnd().split('\n').length, out.heads.length + 2);
+    await assert.rejects(inspect(['spectrum', '--model', modelDir]), /--text FILE is required/);
+    await assert.rejects(inspect(['spectrum', '--model', modelDir, '--text', textFile, '--span', '4']), /--span expects a whole number in \[8, inf\]/);
+    await assert.rejects(inspect(['spectrum', '--model', modelDir, '--text', textFile, '--span', '5000']), /--span 5000 is longer than the text/);
+    await assert.rejects(inspect(['spectrum', '--model', modelDir, '--text', path.join(dir, 'missing.txt')]), /--text .*missing\.txt: cannot read/);
+    await assert.rejects(inspect(['spectra']), /unknown view "spectra"/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  assert.deepEqual(FRACTIONS, [0.1, 0.25, 0.5]);
+});
+
+test('svg helpers: line charts (log axes, gaps) and heat maps are complete documents; bad input rejected', () => {
+  const svg = lineChart(
+    [
+      { name: 'full <ref>', points: [[1024, 1], [4096, 4], [16384, 16], [65536, 64]] },
+      { name: 'freqkv', points: [[1024, 1], [4096, 1.05], [16384, NaN], [65536, 1.08]] },
+    ],
+    { title: 'ms per token', xLabel: 'context', yLabel: 'ms', logX: true, logY: true },
+  );
+  assert.ok(svg.startsWith('<svg') && svg.trimEnd().endsWith('</svg>'));
+  assert.ok(svg.includes('full &lt;ref&gt;') && svg.includes('>64K<') && !/NaN/.test(svg));
+  // the NaN breaks the second line: one segment, then a lone marker
+  assert.equal((svg.match(/<polyline/g) ?? []).length, 2);
+  assert.equal((svg.match(/<circle/g) ?? []).length, 7);
+  assert.deepEqual(logTicks(1024, 65536), [1024, 2048, 4096, 8192, 16384, 32768, 65536]);
+  assert.deepEqual(logTicks(1, 4096), [1, 4, 16, 64, 256, 1024, 4096]);
+  const hm = heatMap([[0, 0.5], [1, NaN]], { rowLabels: ['a', 'b'], colLabels: ['x', 'y'], title: 'T' });
+  assert.equal((hm.match(/<rect x="\d+" y="\d+" width="48"/g) ?? []).length, 4);
+  assert.throws(() => heatMap([[1, 2], [3]], { rowLabels: ['a', 'b'], colLabels: ['x', 'y'] }), /every row must have 2 columns/);
+  assert.throws(() => heatMap([[1]], { rowLabels: [], colLabels: ['x'] }), /rowLabels: expected 1 labels/);
+  assert.throws(() => lineChart([]), /at least one series/);
+  assert.throws(() => lineChart([{ name: 'a', points: [[0, 1]] }], { logX: true }), /no finite positive values/);
 });
