@@ -10,6 +10,7 @@ interface Command {
 const commands: Record<string, Command> = {
   tokenizer: { summary: 'train the byte-level BPE tokenizer on the book corpus', load: () => import('./tokenizer.js') },
   data: { summary: 'build the book corpus and write train/val/test token files', load: () => import('./data.js') },
+  train: { summary: 'pretrain or fine-tune (LoRA, parameter groups) with checkpoints and --resume', load: () => import('./train.js') },
 };
 
 function usage(): string {

@@ -1,0 +1,279 @@
+// Forward and backward of the element-wise and row-wise operations of a Llama layer, as small
+// pure functions on row-major Float32Arrays. The matrix products go through Backend.matmul
+// (see model.ts); everything here is O(rows·cols) and stays in TypeScript for now, written so
+// that any function can later move into the native addon unchanged.
+//
+// Convention for backward functions: a gradient flowing into a tensor that has another
+// consumer (the residual stream) is ADDED to (`+=`); a gradient into a fresh buffer is
+// written (`=`). Each function says which.
+
+/** out[r,:] = embed[tokens[r],:]; out is [rows, dim]. */
+export function embeddingForward(out: Float32Array, embed: Float32Array, tokens: Int32Array, tokOffset: number, rows: number, dim: number, vocab: number): void {
+  for (let r = 0; r < rows; r++) {
+    const t = tokens[tokOffset + r];
+    if (t < 0 || t >= vocab) throw new RangeError(`embedding tokens: token ${t} at row ${r} is outside the vocabulary [0, ${vocab})`);
+    out.set(embed.subarray(t * dim, t * dim + dim), r * dim);
+  }
+}
+
+/** dEmbed[tokens[r],:] += dOut[r,:]. */
+export function embeddingBackward(dEmbed: Float32Array, dOut: Float32Array, tokens: Int32Array, tokOffset: number, rows: number, dim: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = tokens[tokOffset + r] * dim;
+    const g = r * dim;
+    for (let i = 0; i < dim; i++) dEmbed[o + i] += dOut[g + i];
+  }
+}
+
+/** out[r,:] = x[r,:] · rstd[r] · w, rstd[r] = 1/sqrt(mean(x[r,:]²) + eps) is kept for the backward. x, out: [rows, dim]. */
+export function rmsnormForward(out: Float32Array, rstd: Float32Array, x: Float32Array, w: Float32Array, rows: number, dim: number, eps: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[o + i] * x[o + i];
+    const s = 1 / Math.sqrt(ss / dim + eps);
+    rstd[r] = s;
+    for (let i = 0; i < dim; i++) out[o + i] = x[o + i] * s * w[i];
+  }
+}
+
+/**
+ * Backward of rmsnormForward. dx += ∂/∂x (the residual stream already holds the other path),
+ * dw += ∂/∂w when dw is not null (frozen norm).
+ *   y_i = w_i x_i s,  s = (mean x² + eps)^-1/2  =>  dx_i = s (w_i dy_i − x_i s² mean_j(w_j dy_j x_j))
+ */
+export function rmsnormBackward(dx: Float32Array, dw: Float32Array | null, dy: Float32Array, x: Float32Array, w: Float32Array, rstd: Float32Array, rows: number, dim: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    const s = rstd[r];
+    let dot = 0;
+    for (let i = 0; i < dim; i++) dot += w[i] * dy[o + i] * x[o + i];
+    const c = (s * s * dot) / dim;
+    for (let i = 0; i < dim; i++) dx[o + i] += s * (w[i] * dy[o + i] - x[o + i] * c);
+    if (dw) for (let i = 0; i < dim; i++) dw[i] += dy[o + i] * x[o + i] * s;
+  }
+}
+
+/** y[r,:] += b for every row of y [rows, dim]. */
+export function addBias(y: Float32Array, b: Float32Array, rows: number, dim: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    for (let i = 0; i < dim; i++) y[o + i] += b[i];
+  }
+}
+
+/** db += column sums of dy [rows, dim]. */
+export function biasBackward(db: Float32Array, dy: Float32Array, rows: number, dim: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * dim;
+    for (let i = 0; i < dim; i++) db[i] += dy[o + i];
+  }
+}
+
+/** h = silu(gate) · up, element-wise over n. */
+export function swigluForward(h: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    h[i] = (g / (1 + Math.exp(-g))) * up[i];
+  }
+}
+
+/** Backward of swigluForward: dGate = dh · up · silu'(gate), dUp = dh · silu(gate) (both written). */
+export function swigluBackward(dGate: Float32Array, dUp: Float32Array, dh: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const g = gate[i];
+    const sig = 1 / (1 + Math.exp(-g));
+    const d = dh[i];
+    dUp[i] = d * g * sig;
+    dGate[i] = d * up[i] * sig * (1 + g * (1 - sig));
+  }
+}
+
+/**
+ * Cross-entropy over the vocabulary, in place: logits [rows, vocab] become
+ * gradScale · (softmax − onehot(target)), the gradient of gradScale · Σ_r nll_r.
+ * Rows whose target is negative are ignored (gradient 0). Returns Σ nll over the counted rows
+ * (float64); the caller divides by the count.
+ */
+export function crossEntropyForwardBackward(logits: Float32Array, targets: Int32Array, tgtOffset: number, rows: number, vocab: number, gradScale: number): number {
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const o = r * vocab;
+    const t = targets[tgtOffset + r];
+    if (t < 0) {
+      logits.fill(0, o, o + vocab);
+      continue;
+    }
+    if (t >= vocab) throw new RangeError(`cross-entropy targets: token ${t} at row ${r} is outside the vocabulary [0, ${vocab})`);
+    let m = -Infinity;
+    for (let j = 0; j < vocab; j++) if (logits[o + j] > m) m = logits[o + j];
+    let sum = 0;
+    for (let j = 0; j < vocab; j++) {
+      const e = Math.exp(logits[o + j] - m);
+      logits[o + j] = e;
+      sum += e;
+    }
+    total -= Math.log(logits[o + t] / sum);
+    const k = gradScale / sum;
+    for (let j = 0; j < vocab; j++) logits[o + j] *= k;
+    logits[o + t] -= gradScale;
+  }
+  return total;
+}
+
+/** Σ nll only (no gradient), logits [rows, vocab] left unchanged; for validation. */
+export function crossEntropyLoss(logits: Float32Array, targets: Int32Array, tgtOffset: number, rows: number, vocab: number): number {
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const o = r * vocab;
+    const t = targets[tgtOffset + r];
+    if (t < 0) continue;
+    let m = -Infinity;
+    for (let j = 0; j < vocab; j++) if (logits[o + j] > m) m = logits[o + j];
+    let sum = 0;
+    for (let j = 0; j < vocab; j++) sum += Math.exp(logits[o + j] - m);
+    total += Math.log(sum) + m - logits[o + t];
+  }
+  return total;
+}
+
+/**
+ * cos/sin of position·invFreq[i] for positions 0..maxPos-1, each [maxPos, half] (float64, as
+ * the reference rope kernel computes them, so training and inference rotate identically).
+ */
+export interface RopeTable {
+  half: number;
+  maxPos: number;
+  cos: Float64Array;
+  sin: Float64Array;
+}
+
+export function ropeTable(invFreq: Float32Array, maxPos: number): RopeTable {
+  const half = invFreq.length;
+  const cos = new Float64Array(maxPos * half);
+  const sin = new Float64Array(maxPos * half);
+  for (let p = 0; p < maxPos; p++) {
+    for (let i = 0; i < half; i++) {
+      const a = p * invFreq[i];
+      cos[p * half + i] = Math.cos(a);
+      sin[p * half + i] = Math.sin(a);
+    }
+  }
+  return { half, maxPos, cos, sin };
+}
+
+/**
+ * Copies rows of src [*, heads*hd] (from row src0, n rows) into head-major dst [heads, n, hd],
+ * rotating each row by its position (HF rotate_half: i pairs with i+hd/2) when rope is given.
+ * The layout change lets every head's attention be two plain matmuls.
+ */
+export function gatherHeads(dst: Float32Array, src: Float32Array, src0: number, n: number, heads: number, hd: number, rope: RopeTable | null, positions: Int32Array | null): void {
+  const width = heads * hd;
+  const half = hd >> 1;
+  for (let r = 0; r < n; r++) {
+    const so = (src0 + r) * width;
+    const po = rope && positions ? checkPos(rope, positions[r]) * half : -1;
+    for (let h = 0; h < heads; h++) {
+      const s = so + h * hd;
+      const d = (h * n + r) * hd;
+      if (po < 0) {
+        for (let i = 0; i < hd; i++) dst[d + i] = src[s + i];
+        continue;
+      }
+      const cos = rope!.cos;
+      const sin = rope!.sin;
+      for (let i = 0; i < half; i++) {
+        const x0 = src[s + i];
+        const x1 = src[s + i + half];
+        const c = cos[po + i];
+        const sn = sin[po + i];
+        dst[d + i] = x0 * c - x1 * sn;
+        dst[d + i + half] = x1 * c + x0 * sn;
+      }
+    }
+  }
+}
+
+/**
+ * The transpose of gatherHeads: head-major src [heads, n, hd] back into rows dst0.. of dst
+ * [*, heads*hd], rotating by −position (the backward of a rotation is its inverse).
+ * Writes (=) unless accumulate.
+ */
+export function scatterHeads(dst: Float32Array, dst0: number, src: Float32Array, n: number, heads: number, hd: number, rope: RopeTable | null, positions: Int32Array | null, accumulate: boolean): void {
+  const width = heads * hd;
+  const half = hd >> 1;
+  for (let r = 0; r < n; r++) {
+    const dO = (dst0 + r) * width;
+    const po = rope && positions ? checkPos(rope, positions[r]) * half : -1;
+    for (let h = 0; h < heads; h++) {
+      const s = (h * n + r) * hd;
+      const d = dO + h * hd;
+      if (po < 0) {
+        if (accumulate) for (let i = 0; i < hd; i++) dst[d + i] += src[s + i];
+        else for (let i = 0; i < hd; i++) dst[d + i] = src[s + i];
+        continue;
+      }
+      const cos = rope!.cos;
+      const sin = rope!.sin;
+      for (let i = 0; i < half; i++) {
+        const y0 = src[s + i];
+        const y1 = src[s + i + half];
+        const c = cos[po + i];
+        const sn = sin[po + i];
+        const x0 = y0 * c + y1 * sn;
+        const x1 = y1 * c - y0 * sn;
+        if (accumulate) {
+          dst[d + i] += x0;
+          dst[d + i + half] += x1;
+        } else {
+          dst[d + i] = x0;
+          dst[d + i + half] = x1;
+        }
+      }
+    }
+  }
+}
+
+function checkPos(rope: RopeTable, p: number): number {
+  if (p < 0 || p >= rope.maxPos) throw new RangeError(`rope positions: position ${p} outside the table [0, ${rope.maxPos})`);
+  return p;
+}
+
+/**
+ * Softmax of scale·s over each row of s [nQ, nKV], in place, with the causal mask aligned to
+ * the end (query i sees keys j <= nKV − nQ + i; masked entries become 0) when causal.
+ */
+export function maskedSoftmax(s: Float32Array, nQ: number, nKV: number, scale: number, causal: boolean): void {
+  for (let i = 0; i < nQ; i++) {
+    const o = i * nKV;
+    const last = causal ? nKV - nQ + i : nKV - 1;
+    let m = -Infinity;
+    for (let j = 0; j <= last; j++) {
+      const x = s[o + j] * scale;
+      s[o + j] = x;
+      if (x > m) m = x;
+    }
+    let sum = 0;
+    for (let j = 0; j <= last; j++) {
+      const e = Math.exp(s[o + j] - m);
+      s[o + j] = e;
+      sum += e;
+    }
+    const inv = last >= 0 ? 1 / sum : 0;
+    for (let j = 0; j <= last; j++) s[o + j] *= inv;
+    for (let j = Math.max(last + 1, 0); j < nKV; j++) s[o + j] = 0;
+  }
+}
+
+/**
+ * Backward of maskedSoftmax, in place: dp [nQ, nKV] (∂/∂p) becomes ∂/∂s = scale · p ∘ (dp − Σ_j p·dp).
+ * Masked entries (p = 0) get 0.
+ */
+export function softmaxBackward(dp: Float32Array, p: Float32Array, nQ: number, nKV: number, scale: number): void {
+  for (let i = 0; i < nQ; i++) {
+    const o = i * nKV;
+    let dot = 0;
+    for (let j = 0; j < nKV; j++) dot += p[o + j] * dp[o + j];
+    for (let j = 0; j < nKV; j++) dp[o + j] = scale * p[o + j] * (dp[o + j] - dot);
+  }
+}
