@@ -12,3 +12,10 @@ export { loadTokenizer, byteLevelTokenizerJson, saveTokenizer, type Tokenizer } 
 export { renderChat, DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_TEMPLATE_NAME, type ChatMessage } from './model/chat.js';
 export { loadGguf, writeGguf, GgufFile } from './model/gguf.js';
 export { writeFileAtomic, writeJsonAtomic } from './util/atomic.js';
+export { forward, forwardNll, type ForwardOptions } from './model/forward.js';
+export { ropeInvFreq } from './model/rope.js';
+export { FullCache, type FullCacheOptions } from './cache/full.js';
+export { createCache, cacheShape, CACHE_POLICIES, type CacheOptions } from './cache/factory.js';
+export { Sampler, argmax, type SamplerOptions } from './model/sampler.js';
+export { generate, TextStream, type GenerateOptions, type GenerateResult, type Timings, type FinishReason, type TextCodec } from './model/generate.js';
+export { findShippedModel, shippedModelDir, packageRoot, SHIPPED_MODEL } from './model/shipped.js';

@@ -8,6 +8,7 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
+  generate: { summary: 'generate text from a prompt (streams to stdout)', load: () => import('./generate.js') },
   tokenizer: { summary: 'train the byte-level BPE tokenizer on the book corpus', load: () => import('./tokenizer.js') },
   data: { summary: 'build the book corpus and write train/val/test token files', load: () => import('./data.js') },
   train: { summary: 'pretrain or fine-tune (LoRA, parameter groups) with checkpoints and --resume', load: () => import('./train.js') },
