@@ -82,21 +82,23 @@ export function fitRows<A extends Rows>(buf: A, rowLen: number, rows: number): A
 
 /**
  * Removes rows drop[0..count) (ascending) from columns [col, col+width) of buf[n, rowLen],
- * moving the later rows of those columns up so that the kept rows stay in order.
+ * moving the later rows of those columns up so that the kept rows stay in order. Each run of
+ * kept rows between two victims moves as a block (one memmove per row, or per run when the
+ * columns are whole rows).
  */
 export function dropRows(buf: Rows, rowLen: number, col: number, width: number, n: number, drop: Int32Array, count: number): void {
-  if (count === 0) return;
-  let w = drop[0];
-  let d = 0;
-  for (let r = drop[0]; r < n; r++) {
-    if (d < count && r === drop[d]) {
-      d++;
-      continue;
+  for (let d = 0; d < count; d++) {
+    const start = drop[d] + 1;
+    const end = d + 1 < count ? drop[d + 1] : n;
+    const up = (d + 1) * rowLen; // kept rows after the d-th victim move up by d+1 rows
+    if (width === rowLen) {
+      buf.copyWithin(start * rowLen - up, start * rowLen, end * rowLen);
+    } else {
+      for (let r = start; r < end; r++) {
+        const src = r * rowLen + col;
+        buf.copyWithin(src - up, src, src + width);
+      }
     }
-    const src = r * rowLen + col;
-    const dst = w * rowLen + col;
-    for (let c = 0; c < width; c++) buf[dst + c] = buf[src + c];
-    w++;
   }
 }
 
@@ -116,6 +118,54 @@ export function lowestRows(score: Float32Array, stride: number, col: number, fro
   idx.sort((a, b) => score[a * stride + col] - score[b * stride + col] || a - b);
   const picked = idx.slice(0, count).sort((a, b) => a - b);
   for (let i = 0; i < count; i++) out[i] = picked[i];
+}
+
+/** cos and sin of p * invFreq[i] for slots p in [0, rows): [rows, headDim/2] each, in float64. */
+export interface RopeTable {
+  rows: number;
+  cos: Float64Array;
+  sin: Float64Array;
+}
+
+export function ropeTable(invFreq: Float32Array, rows: number): RopeTable {
+  const half = invFreq.length;
+  const cos = new Float64Array(rows * half);
+  const sin = new Float64Array(rows * half);
+  for (let p = 0; p < rows; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = p * invFreq[i];
+      cos[p * half + i] = Math.cos(angle);
+      sin[p * half + i] = Math.sin(angle);
+    }
+  }
+  return { rows, cos, sin };
+}
+
+/**
+ * dst rows [0, rows) = src rows rotated to positions first, first+1, ... (rotate_half RoPE, as
+ * Backend.rope), both [rows, heads*headDim]; dst may alias src. Slot-mode keys are re-rotated
+ * after every eviction, so this uses a table instead of a sine per element; the arithmetic is
+ * the reference kernel's (float64 angles and products), so the results are bit-identical to it.
+ */
+export function rotateRows(dst: Float32Array, src: Float32Array, rows: number, heads: number, headDim: number, first: number, table: RopeTable): void {
+  const half = headDim / 2;
+  if (first < 0 || first + rows > table.rows) throw new RangeError(`rotateRows: positions [${first}, ${first + rows}) outside the table's [0, ${table.rows})`);
+  const { cos, sin } = table;
+  const width = heads * headDim;
+  for (let r = 0; r < rows; r++) {
+    const t = (first + r) * half;
+    const row = r * width;
+    for (let i = 0; i < half; i++) {
+      const c = cos[t + i];
+      const s = sin[t + i];
+      for (let o = row + i; o < row + width; o += headDim) {
+        const x0 = src[o];
+        const x1 = src[o + half];
+        dst[o] = x0 * c - x1 * s;
+        dst[o + half] = x1 * c + x0 * s;
+      }
+    }
+  }
 }
 
 function checkInt(policy: string, name: string, v: number, min: number, max: number, why: string): void {
@@ -141,8 +191,8 @@ export abstract class EvictionCache implements KVCache {
   private stepPos = new Int32Array(0);
   /** Zeroed [nKVHeads, n] scratch handed to the attention kernel (shared by the layers, used one at a time). */
   private scratch = new Float32Array(0);
-  /** 0, 1, 2, ...: the positions of slot-mode rows. */
-  private slots = new Int32Array(0);
+  /** cos/sin of the slot positions (slot mode), grown as rows are. */
+  private table: RopeTable = { rows: 0, cos: new Float64Array(0), sin: new Float64Array(0) };
   private victimsBuf = new Int32Array(0);
 
   /** `minBudget` is the smallest budget the policy accepts (above the sinks and any protected rows). */
@@ -218,10 +268,14 @@ export abstract class EvictionCache implements KVCache {
     const n0 = this.length;
     const n = n0 + T;
     this.grow(L, n);
-    L.kRot.set(k.subarray(0, T * D), n0 * D);
-    if (L.kRaw) L.kRaw.set(k.subarray(0, T * D), n0 * D);
     L.v.set(v.subarray(0, T * D), n0 * D);
-    this.backend.rope(L.kRot.subarray(n0 * D, n * D), T, H, this.shape.headDim, this.stepPos, this.shape.invFreq, false);
+    if (L.kRaw) {
+      L.kRaw.set(k.subarray(0, T * D), n0 * D);
+      this.rotateSlots(L, n0, n);
+    } else {
+      L.kRot.set(k.subarray(0, T * D), n0 * D);
+      this.backend.rope(L.kRot.subarray(n0 * D, n * D), T, H, this.shape.headDim, this.stepPos, this.shape.invFreq, false);
+    }
     for (let i = 0; i < T; i++) for (let h = 0; h < H; h++) L.origin[(n0 + i) * H + h] = this.seen + i;
     if (L.score) L.score.fill(0, n0 * H, n * H);
     const from = this.scoresFrom(T);
@@ -257,7 +311,7 @@ export abstract class EvictionCache implements KVCache {
 
   bytes(): BytesHeld {
     const perLayer = this.layers.map((L) => L.kRot.byteLength + L.v.byteLength + L.origin.byteLength + (L.kRaw?.byteLength ?? 0) + (L.score?.byteLength ?? 0));
-    const shared = this.scratch.byteLength + this.slots.byteLength + this.victimsBuf.byteLength;
+    const shared = this.scratch.byteLength + this.table.cos.byteLength + this.table.sin.byteLength + this.victimsBuf.byteLength;
     return { perLayer, total: perLayer.reduce((a, b) => a + b, 0) + shared };
   }
 
@@ -270,38 +324,46 @@ export abstract class EvictionCache implements KVCache {
     const hd = this.shape.headDim;
     const D = this.kvDim;
     if (count > n - this.sinks) throw new Error(`${this.policy}: cannot evict ${count} of ${n} rows with ${this.sinks} sinks`);
-    const drop = (this.victimsBuf = scratchOf(this.victimsBuf, count));
+    const drop = (this.victimsBuf = scratchOf(this.victimsBuf, H * count)); // [H, count]
     for (const L of this.layers) {
       let firstMoved = n;
+      let sameForAll = true;
       for (let h = 0; h < H; h++) {
-        this.victims(L, h, n, count, drop);
+        const dh = drop.subarray(h * count, (h + 1) * count);
+        this.victims(L, h, n, count, dh);
         for (let i = 0; i < count; i++) {
-          if (drop[i] < this.sinks || drop[i] >= n || (i > 0 && drop[i] <= drop[i - 1])) {
-            throw new Error(`${this.policy}: internal error, bad victim row ${drop[i]}`);
+          if (dh[i] < this.sinks || dh[i] >= n || (i > 0 && dh[i] <= dh[i - 1])) {
+            throw new Error(`${this.policy}: internal error, bad victim row ${dh[i]}`);
           }
+          if (dh[i] !== drop[i]) sameForAll = false;
         }
-        firstMoved = Math.min(firstMoved, drop[0]);
-        dropRows(L.kRot, D, h * hd, hd, n, drop, count);
-        if (L.kRaw) dropRows(L.kRaw, D, h * hd, hd, n, drop, count);
-        dropRows(L.v, D, h * hd, hd, n, drop, count);
-        dropRows(L.origin, H, h, 1, n, drop, count);
-        if (L.score) dropRows(L.score, H, h, 1, n, drop, count);
+        firstMoved = Math.min(firstMoved, dh[0]);
       }
-      if (L.kRaw) this.rerotate(L, firstMoved, n - count);
+      // slot mode re-rotates every moved row from its pre-RoPE copy, so kRot need not move
+      const moved = [L.kRaw ?? L.kRot, L.v];
+      if (sameForAll) {
+        for (const buf of moved) dropRows(buf, D, 0, D, n, drop, count);
+        dropRows(L.origin, H, 0, H, n, drop, count);
+        if (L.score) dropRows(L.score, H, 0, H, n, drop, count);
+      } else {
+        for (let h = 0; h < H; h++) {
+          const dh = drop.subarray(h * count, (h + 1) * count);
+          for (const buf of moved) dropRows(buf, D, h * hd, hd, n, dh, count);
+          dropRows(L.origin, H, h, 1, n, dh, count);
+          if (L.score) dropRows(L.score, H, h, 1, n, dh, count);
+        }
+      }
+      if (L.kRaw) this.rotateSlots(L, firstMoved, n - count);
     }
     this.length = n - count;
   }
 
-  /** Slot positions: rows [from, to) get rotated again from their pre-RoPE copy to positions from..to-1. */
-  private rerotate(L: EvictLayer, from: number, to: number): void {
+  /** Slot positions: rows [from, to) of kRot = their pre-RoPE copy rotated to positions from..to-1. */
+  private rotateSlots(L: EvictLayer, from: number, to: number): void {
     if (from >= to || !L.kRaw) return;
+    if (this.table.rows < to) this.table = ropeTable(this.shape.invFreq, Math.max(to, Math.min(2 * this.table.rows, this.maxRows())));
     const D = this.kvDim;
-    if (this.slots.length < to) {
-      this.slots = scratchOf(this.slots, to, this.maxRows());
-      for (let i = 0; i < this.slots.length; i++) this.slots[i] = i;
-    }
-    L.kRot.set(L.kRaw.subarray(from * D, to * D), from * D);
-    this.backend.rope(L.kRot.subarray(from * D, to * D), to - from, this.nKVHeads, this.shape.headDim, this.slots.subarray(from, to), this.shape.invFreq, false);
+    rotateRows(L.kRot.subarray(from * D, to * D), L.kRaw.subarray(from * D, to * D), to - from, this.nKVHeads, this.shape.headDim, from, this.table);
   }
 
   private grow(L: EvictLayer, rows: number): void {
@@ -324,6 +386,7 @@ export abstract class EvictionCache implements KVCache {
       if (L.score) L.score = fitRows(L.score, this.nKVHeads, rows);
     }
     this.scratch = new Float32Array(0);
+    if (this.table.rows > rows) this.table = ropeTable(this.shape.invFreq, rows);
   }
 
   // ---- inspection (tests, tools) ------------------------------------------------------------------
