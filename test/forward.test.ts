@@ -184,6 +184,15 @@ for (const be of backends) {
   });
 }
 
+test('a step longer than the MLP row block (256) matches the reference', () => {
+  const config = tinyConfig({ hiddenSize: 16, nHeads: 2, nKVHeads: 1, intermediateSize: 24, nLayers: 1, vocabSize: 32 });
+  const model = randomModel(config, 13);
+  const tokens = randomTokens(300, config.vocabSize, 2);
+  const ref = referenceForward(model, tokens).flat();
+  const all = forward(model, tokens, createCache(config, { backend: referenceBackend }), { logits: 'all', backend: referenceBackend });
+  assert.ok(relErr(all, ref) <= 1e-4, `rel err ${relErr(all, ref)}`);
+});
+
 test('ropeInvFreq: plain, linear and llama3 bands', () => {
   const plain = ropeInvFreq(tinyConfig());
   assert.deepEqual(Array.from(plain), [1, 0.1, 0.01, 0.001].map(Math.fround));

@@ -1,7 +1,9 @@
 // The Llama forward pass over a KV cache, llama2.c-plain. One call feeds T tokens; they are
-// cut into steps of at most cache.room() tokens (a bounded policy compresses between steps)
-// and at most maxStep tokens (bounds the scratch memory). Each step follows the protocol in
-// src/cache/types.ts. Prefill steps run on matmul, one-token decode steps on matvec.
+// cut into steps of min(remaining, cache.room()) tokens exactly as the protocol in
+// src/cache/types.ts says (a bounded policy compresses between steps; SnapKV wants a prompt in
+// one step). Prefill steps run on matmul, one-token decode steps on matvec. The MLP, the
+// largest scratch ([rows, ff]), runs in blocks of MLP_ROWS rows, so a long step's scratch is
+// about T·(2·d + 2·qDim + 2·kvDim) floats plus a fixed 2·MLP_ROWS·ff.
 //
 // Per layer, for n tokens (d = hidden, qDim = nHeads*headDim, kvDim = nKVHeads*headDim):
 //   xb = rmsnorm(x)                      [n, d]
@@ -22,11 +24,15 @@ export interface ForwardOptions {
   backend?: Backend;
   /** Where to write the logits (length >= the returned size); a new array when absent. */
   out?: Float32Array;
-  /** Most tokens per step, bounding scratch memory to about maxStep·(2·ff + 4·d) floats (default 512). */
+  /**
+   * Also cap steps at this many tokens (default: no cap, steps are exactly what room() allows).
+   * Only for policies where splitting a step changes nothing (full; freqkv within its room).
+   */
   maxStep?: number;
 }
 
-const DEFAULT_MAX_STEP = 512;
+/** Rows of the MLP computed at once: bounds the [rows, ff] scratch. */
+const MLP_ROWS = 256;
 /** Rows of logits computed at once by forwardNll: [HEAD_ROWS, vocab] of scratch. */
 const HEAD_ROWS = 16;
 
@@ -39,8 +45,8 @@ class Workspace {
   k = new Float32Array(0); // [rows, kvDim]
   v = new Float32Array(0); // [rows, kvDim]
   att = new Float32Array(0); // attention output [rows, qDim]
-  hb = new Float32Array(0); // gate, then silu(gate)*up [rows, ff]
-  hb2 = new Float32Array(0); // up [rows, ff]
+  hb = new Float32Array(0); // gate, then silu(gate)*up [min(rows, MLP_ROWS), ff]
+  hb2 = new Float32Array(0); // up [min(rows, MLP_ROWS), ff]
   logits = new Float32Array(0); // [HEAD_ROWS, vocab], only for forwardNll
   args: AttentionArgs;
 
@@ -63,8 +69,8 @@ class Workspace {
     this.k = new Float32Array(rows * kvDim);
     this.v = new Float32Array(rows * kvDim);
     this.att = new Float32Array(rows * qDim);
-    this.hb = new Float32Array(rows * c.intermediateSize);
-    this.hb2 = new Float32Array(rows * c.intermediateSize);
+    this.hb = new Float32Array(Math.min(rows, MLP_ROWS) * c.intermediateSize);
+    this.hb2 = new Float32Array(Math.min(rows, MLP_ROWS) * c.intermediateSize);
     this.rows = rows;
   }
 }
@@ -172,7 +178,7 @@ function runSteps(
         `(${c.nLayers}, ${c.nKVHeads}, ${c.headDim})`,
     );
   }
-  const cap = maxStep ?? DEFAULT_MAX_STEP;
+  const cap = maxStep ?? Infinity;
   if (!(cap >= 1)) throw new RangeError(`forward opts.maxStep: expected a number >= 1, got ${cap}`);
   const ws = workspaceFor(model);
   for (let start = 0; start < T; ) {
@@ -229,12 +235,17 @@ function step(
     be.attention(ws.att, ws.q, view.k, view.v, args);
     cache.attended(l, view);
     linear(be, ws.x, ws.att, L.wo, n, d, qDim, ws.xb); // x += att·Woᵀ
-    // MLP block
-    be.rmsnorm(ws.xb, ws.x, L.mlpNorm, n, d, c.rmsNormEps);
-    linear(be, ws.hb, ws.xb, L.wGate, n, ff, d);
-    linear(be, ws.hb2, ws.xb, L.wUp, n, ff, d);
-    be.swiglu(ws.hb, ws.hb, ws.hb2, n * ff);
-    linear(be, ws.x, ws.hb, L.wDown, n, d, ff, ws.xb); // x += h·Wdownᵀ
+    // MLP block, MLP_ROWS rows at a time (rows are independent here)
+    for (let r0 = 0; r0 < n; r0 += MLP_ROWS) {
+      const rows = Math.min(MLP_ROWS, n - r0);
+      const x = rows === n ? ws.x : ws.x.subarray(r0 * d, (r0 + rows) * d);
+      const xb = rows === n ? ws.xb : ws.xb.subarray(r0 * d, (r0 + rows) * d);
+      be.rmsnorm(xb, x, L.mlpNorm, rows, d, c.rmsNormEps);
+      linear(be, ws.hb, xb, L.wGate, rows, ff, d);
+      linear(be, ws.hb2, xb, L.wUp, rows, ff, d);
+      be.swiglu(ws.hb, ws.hb, ws.hb2, rows * ff);
+      linear(be, x, ws.hb, L.wDown, rows, d, ff, xb); // x += h·Wdownᵀ
+    }
   }
 }
 
