@@ -180,8 +180,8 @@ export abstract class EvictionCache implements KVCache {
   readonly budget: number;
   readonly sinks: number;
   readonly positions: PositionMode;
-  seen = 0;
-  length = 0;
+  private seenCount = 0;
+  private rowCount = 0;
   protected readonly layers: EvictLayer[] = [];
   protected readonly nKVHeads: number;
   protected readonly kvDim: number;
@@ -218,6 +218,16 @@ export abstract class EvictionCache implements KVCache {
         score: withScores ? new Float32Array(0) : null,
       });
     }
+  }
+
+  /** Tokens seen so far (the stream's length). */
+  get seen(): number {
+    return this.seenCount;
+  }
+
+  /** Rows held per layer and KV head. */
+  get length(): number {
+    return this.rowCount;
   }
 
   // ---- what a policy says -------------------------------------------------------------------
@@ -295,8 +305,8 @@ export abstract class EvictionCache implements KVCache {
 
   end(): void {
     if (this.stepT === 0) throw new Error(`${this.policy}: end() without begin()`);
-    this.seen += this.stepT;
-    this.length += this.stepT;
+    this.seenCount += this.stepT;
+    this.rowCount += this.stepT;
     this.stepT = 0;
     this.afterStep();
   }
@@ -355,7 +365,7 @@ export abstract class EvictionCache implements KVCache {
       }
       if (L.kRaw) this.rotateSlots(L, firstMoved, n - count);
     }
-    this.length = n - count;
+    this.rowCount = n - count;
   }
 
   /** Slot positions: rows [from, to) of kRot = their pre-RoPE copy rotated to positions from..to-1. */
@@ -471,8 +481,8 @@ export abstract class EvictionCache implements KVCache {
       L.origin.set(origin);
       if (L.score) L.score.set(stateF32(state, `${l}.score`, n * H, source));
     });
-    this.seen = seen;
-    this.length = n;
+    this.seenCount = seen;
+    this.rowCount = n;
     return this;
   }
 }

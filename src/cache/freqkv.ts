@@ -55,11 +55,10 @@ export class FreqKVCache implements KVCache {
   readonly keep: FreqKeep;
   readonly scaling: FreqScaling;
   readonly method: FreqMethod;
-  seen = 0;
-  length = 0;
-  compressions = 0;
-  /** Wall-clock seconds spent compressing and re-rotating (all layers). */
-  compressSeconds = 0;
+  private seenCount = 0;
+  private rowCount = 0;
+  private compressCount = 0;
+  private compressTime = 0;
   private readonly backend: Backend;
   private readonly kvDim: number;
   /** Per layer: pre-RoPE keys and values, [N, kvDim] each. */
@@ -104,6 +103,26 @@ export class FreqKVCache implements KVCache {
     this.slots = Int32Array.from({ length: N }, (_, i) => i);
   }
 
+  /** Tokens seen so far (the stream's length). */
+  get seen(): number {
+    return this.seenCount;
+  }
+
+  /** Rows held per layer (never above N). */
+  get length(): number {
+    return this.rowCount;
+  }
+
+  /** Compressions so far (every layer compresses at the same moments). */
+  get compressions(): number {
+    return this.compressCount;
+  }
+
+  /** Wall-clock seconds spent compressing and re-rotating the block (all layers). */
+  get compressSeconds(): number {
+    return this.compressTime;
+  }
+
   /** Rows the next step may carry: N - length while filling, N - S - L once full (a compression comes first). */
   room(): number {
     return this.length < this.cacheSize ? this.cacheSize - this.length : this.cacheSize - this.sinks - this.blockSize;
@@ -131,9 +150,9 @@ export class FreqKVCache implements KVCache {
       rot.set(this.kBufs[l].view(S, S + L));
       this.backend.rope(rot, L, this.shape.nKVHeads, this.shape.headDim, this.slots.subarray(S, S + L), this.shape.invFreq, false);
     }
-    this.length = S + L;
-    this.compressions++;
-    this.compressSeconds += (performance.now() - t0) / 1000;
+    this.rowCount = S + L;
+    this.compressCount++;
+    this.compressTime += (performance.now() - t0) / 1000;
   }
 
   append(layer: number, k: Float32Array, v: Float32Array): LayerView {
@@ -163,8 +182,8 @@ export class FreqKVCache implements KVCache {
     if (this.stepT === 0) throw new Error('freqkv: end() without begin()');
     const missing = this.kBufs.findIndex((b) => b.length !== this.length + this.stepT);
     if (missing >= 0) throw new Error(`freqkv: layer ${missing} was not appended in this step`);
-    this.seen += this.stepT;
-    this.length += this.stepT;
+    this.seenCount += this.stepT;
+    this.rowCount += this.stepT;
     this.stepT = 0;
   }
 
@@ -235,9 +254,9 @@ export class FreqKVCache implements KVCache {
       }
       cache.rotated[l].set(stateF32(state, `${l}.kRot`, length * D, source));
     }
-    cache.seen = seen;
-    cache.length = length;
-    cache.compressions = compressions;
+    cache.seenCount = seen;
+    cache.rowCount = length;
+    cache.compressCount = compressions;
     return cache;
   }
 }

@@ -189,6 +189,7 @@ export function stateBytes(state: CacheState, name: string, source: string): Uin
 /** Policy name -> module and static restore(). Loaded lazily: the policies import this file. */
 type Restore = (state: CacheState, shape: CacheShape, source: string) => KVCache;
 const restorers: Record<string, () => Promise<Restore>> = {
+  full: async () => (await import('./full.js')).FullCache.restore,
   window: async () => (await import('./window.js')).WindowCache.restore,
   h2o: async () => (await import('./h2o.js')).H2OCache.restore,
   snapkv: async () => (await import('./snapkv.js')).SnapKVCache.restore,
