@@ -12,7 +12,7 @@ import type { LlamaConfig, Model } from '../src/model/types.js';
 import { forwardNll } from '../src/model/forward.js';
 import { createCache } from '../src/cache/factory.js';
 import {
-  crossEntropyForwardBackward, embeddingBackward, embeddingForward, gatherHeads, rmsnormBackward, rmsnormForward,
+  softmaxCrossEntropy, embeddingBackward, embeddingForward, gatherHeads, rmsnormBackward, rmsnormForward,
   ropeTable, scatterHeads, swigluBackward, swigluForward,
 } from '../src/train/ops.js';
 import { CausalAttention, headAttentionBackward, headAttentionForward } from '../src/train/attention.js';
@@ -135,10 +135,10 @@ test('one head of attention: backward of q, k, v, causal aligned to the end and 
   for (const causal of [true, false]) {
     const q = rnd(nQ * hd), k = rnd(nKV * hd), v = rnd(nKV * hd), w = rnd(nQ * hd);
     const out = new Float32Array(nQ * hd), p = new Float32Array(nQ * nKV);
-    const f = () => (headAttentionForward(be, out, p, q, k, v, nQ, nKV, hd, 0.7, causal), dot64(out, w));
+    const f = () => (headAttentionForward(be, out, p, q, k, v, nQ, nKV, hd, causal), dot64(out, w));
     f();
     const dq = new Float32Array(nQ * hd), dk = new Float32Array(nKV * hd), dv = new Float32Array(nKV * hd);
-    headAttentionBackward(be, dq, dk, dv, w, p, q, k, v, new Float32Array(nQ * nKV), nQ, nKV, hd, 0.7);
+    headAttentionBackward(be, dq, dk, dv, w, p, q, k, v, new Float32Array(nQ * nKV), nQ, nKV, hd, causal);
     checkGrad(`attn dq causal=${causal}`, q, dq, f);
     checkGrad(`attn dk causal=${causal}`, k, dk, f);
     checkGrad(`attn dv causal=${causal}`, v, dv, f);
@@ -172,10 +172,12 @@ test('causal GQA attention with RoPE over a sequence: forward equals the backend
 test('swiglu backward', () => {
   const n = 12;
   const gate = rnd(n, 3), up = rnd(n, 2), w = rnd(n);
-  const h = new Float32Array(n);
-  const f = () => (swigluForward(h, gate, up, n), dot64(h, w));
+  gate[3] = 0; // σ(0) = 1/2 is a special case of the backward
+  const h = new Float32Array(n), s = new Float32Array(n);
+  const f = () => (swigluForward(be, h, s, gate, up, n), dot64(h, w));
+  f();
   const dg = new Float32Array(n), du = new Float32Array(n);
-  swigluBackward(dg, du, w, gate, up, n);
+  swigluBackward(dg, du, w, gate, up, s, n);
   checkGrad('swiglu dgate', gate, dg, f);
   checkGrad('swiglu dup', up, du, f);
 });
@@ -184,11 +186,17 @@ test('cross-entropy backward, ignored targets get no gradient', () => {
   const rows = 3, V = 7;
   const logits = rnd(rows * V, 3);
   const targets = Int32Array.from([4, -1, 0]);
-  const scale = 0.5;
-  const f = () => scale * crossEntropyForwardBackward(Float32Array.from(logits), targets, 0, rows, V, 0);
+  const f = () => softmaxCrossEntropy(be, Float32Array.from(logits), targets, 0, rows, V, false);
   const g = Float32Array.from(logits);
-  const nll = crossEntropyForwardBackward(g, targets, 0, rows, V, scale);
-  assert.ok(Math.abs(nll * scale - f()) < 1e-9);
+  const nll = softmaxCrossEntropy(be, g, targets, 0, rows, V, true);
+  assert.ok(Math.abs(nll - f()) < 1e-9);
+  let ref = 0; // -log softmax at the targets, in float64
+  for (const r of [0, 2]) {
+    let z = 0;
+    for (let j = 0; j < V; j++) z += Math.exp(logits[r * V + j]);
+    ref += Math.log(z) - logits[r * V + targets[r]];
+  }
+  assert.ok(Math.abs(nll - ref) < 1e-5 * ref, `nll ${nll} vs ${ref}`);
   checkGrad('ce dlogits', logits, g, f);
   for (let j = 0; j < V; j++) assert.equal(g[V + j], 0);
 });

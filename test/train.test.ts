@@ -20,7 +20,7 @@ import { initModel } from '../src/train/init.js';
 import { mergeLora } from '../src/train/lora.js';
 import { evaluate, trainLoop, type LoopOptions } from '../src/train/loop.js';
 import { TrainableModel } from '../src/train/model.js';
-import { clipGradNorm, gradNorm, type Param, zeroGrads } from '../src/train/params.js';
+import { clipFactor, gradNorm, type Param } from '../src/train/params.js';
 import { learningRate } from '../src/train/schedule.js';
 import { main } from '../src/cli/main.js';
 
@@ -69,7 +69,7 @@ test('AdamW: one update by the formula; decay on matrices only', () => {
   assert.equal(opt.t, 1);
   // second step against the update written out
   const w = Float32Array.from([2]), m = Float32Array.from([0.1]), v = Float32Array.from([0.01]);
-  adamwUpdate(w, Float32Array.from([0.3]), m, v, 0.01, 0.9, 0.99, 1e-8, 0.1, 1 / (1 - 0.81), 1 / (1 - 0.9801));
+  adamwUpdate(w, Float32Array.from([0.3]), 1, m, v, 0.01, 0.9, 0.99, 1e-8, 0.1, 1 / (1 - 0.81), 1 / (1 - 0.9801));
   const mm = 0.9 * 0.1 + 0.1 * 0.3, vv = 0.99 * 0.01 + 0.01 * 0.09;
   const ref = 2 * (1 - 0.001) - (0.01 * mm / (1 - 0.81)) / (Math.sqrt(vv / (1 - 0.9801)) + 1e-8);
   assert.ok(Math.abs(w[0] - ref) < 1e-6, `${w[0]} vs ${ref}`);
@@ -85,14 +85,24 @@ test('schedules: linear warm-up, constant, cosine down to the floor', () => {
   assert.equal(learningRate({ ...s, kind: 'constant' }, 13), 1);
 });
 
-test('global-norm clipping scales every gradient by the same factor', () => {
+test('global-norm clipping: the optimiser sees every gradient scaled by min(1, max/norm)', () => {
   const a: Param = { name: 'a', shape: [2], data: new Float32Array(2), grad: Float32Array.from([3, 0]), decay: false };
   const b: Param = { name: 'b', shape: [1], data: new Float32Array(1), grad: Float32Array.from([4]), decay: false };
-  assert.equal(clipGradNorm([a, b], 10), 5);
-  assert.deepEqual([...a.grad!, ...b.grad!], [3, 0, 4]);
-  assert.equal(clipGradNorm([a, b], 1), 5);
-  assert.ok(Math.abs(gradNorm([a, b]) - 1) < 1e-6);
-  assert.ok(Math.abs(a.grad![0] / b.grad![0] - 0.75) < 1e-6);
+  assert.equal(gradNorm([a, b]), 5);
+  assert.equal(clipFactor(5, 10), 1);
+  assert.equal(clipFactor(5, 0), 1);
+  assert.ok(Math.abs(clipFactor(5, 1) - 0.2) < 1e-6);
+  // AdamW with clipped gradients = AdamW on gradients scaled by hand
+  const x = { ...a, data: new Float32Array(2), grad: Float32Array.from([0.6, 0]) };
+  const y = { ...b, data: new Float32Array(1), grad: Float32Array.from([0.8]) };
+  const o1 = new AdamW([a, b], { beta1: 0.9, beta2: 0.99, eps: 1e-3, weightDecay: 0 });
+  const o2 = new AdamW([x, y], { beta1: 0.9, beta2: 0.99, eps: 1e-3, weightDecay: 0 });
+  o1.step(0.1, clipFactor(5, 1));
+  o2.step(0.1);
+  for (const [u, w] of [[a.data, x.data], [b.data, y.data], [o1.v[1], o2.v[1]]]) {
+    for (let i = 0; i < u.length; i++) assert.ok(Math.abs(u[i] - w[i]) <= 1e-6 * Math.abs(w[i]), `${u[i]} vs ${w[i]}`);
+  }
+  assert.ok(a.data[0] !== 0 && b.data[0] !== 0);
 });
 
 test('gradient accumulation: two micro-batches of B equal one batch of 2B', () => {

@@ -32,24 +32,24 @@ export class AdamW {
     this.v = params.map((p) => new Float32Array(p.data.length));
   }
 
-  /** One update with learning rate lr from the current gradients. */
-  step(lr: number): void {
+  /** One update with learning rate lr from the current gradients times gradScale (gradient clipping folded in). */
+  step(lr: number, gradScale = 1): void {
     const { beta1: b1, beta2: b2, eps, weightDecay } = this.opts;
     this.t++;
     const c1 = 1 / (1 - Math.pow(b1, this.t));
     const c2 = 1 / (1 - Math.pow(b2, this.t));
     for (let k = 0; k < this.params.length; k++) {
       const p = this.params[k];
-      adamwUpdate(p.data, p.grad!, this.m[k], this.v[k], lr, b1, b2, eps, p.decay ? weightDecay : 0, c1, c2);
+      adamwUpdate(p.data, p.grad!, gradScale, this.m[k], this.v[k], lr, b1, b2, eps, p.decay ? weightDecay : 0, c1, c2);
     }
   }
 }
 
-/** The per-element update, over one parameter tensor (c1, c2: the bias corrections 1/(1−β^t)). */
-export function adamwUpdate(w: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, b1: number, b2: number, eps: number, wd: number, c1: number, c2: number): void {
+/** The per-element update over one parameter tensor, gradient g·gs (c1, c2: the bias corrections 1/(1−β^t)). */
+export function adamwUpdate(w: Float32Array, g: Float32Array, gs: number, m: Float32Array, v: Float32Array, lr: number, b1: number, b2: number, eps: number, wd: number, c1: number, c2: number): void {
   const shrink = 1 - lr * wd;
   for (let i = 0; i < w.length; i++) {
-    const gi = g[i];
+    const gi = g[i] * gs;
     const mi = (m[i] = b1 * m[i] + (1 - b1) * gi);
     const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);
     w[i] = w[i] * shrink - (lr * mi * c1) / (Math.sqrt(vi * c2) + eps);

@@ -15,23 +15,25 @@ const TRANS_B: MatmulOptions = { transB: true };
 const TRANS_A_ACC: MatmulOptions = { transA: true, accumulate: true };
 
 /**
- * One head, forward. q [nQ, hd], k and v [nKV, hd] (head-major slices); writes the
- * probabilities p [nQ, nKV] (kept for the backward) and out [nQ, hd].
+ * One head, forward. q [nQ, hd] already multiplied by the logit scale (1/sqrt(hd)), k and v
+ * [nKV, hd] (head-major slices); writes the probabilities p [nQ, nKV] (kept for the backward)
+ * and out [nQ, hd].
  */
-export function headAttentionForward(be: Backend, out: Float32Array, p: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, nQ: number, nKV: number, hd: number, scale: number, causal: boolean): void {
+export function headAttentionForward(be: Backend, out: Float32Array, p: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, nQ: number, nKV: number, hd: number, causal: boolean): void {
   be.matmul(p, q, k, nQ, nKV, hd, TRANS_B); // s = q kᵀ
-  maskedSoftmax(p, nQ, nKV, scale, causal);
+  maskedSoftmax(be, p, nQ, nKV, causal);
   be.matmul(out, p, v, nQ, hd, nKV, PLAIN); // out = p v
 }
 
 /**
- * One head, backward. Given dOut [nQ, hd] and the forward's p, q, k, v: writes dq [nQ, hd],
- * ADDS into dk, dv [nKV, hd] (query heads of a GQA group share them). ds is scratch [nQ, nKV].
+ * One head, backward. Given dOut [nQ, hd] and the forward's p, q, k, v: writes dq [nQ, hd]
+ * (with respect to the scaled q), ADDS into dk, dv [nKV, hd] (query heads of a GQA group share
+ * them). ds is scratch [nQ, nKV].
  */
-export function headAttentionBackward(be: Backend, dq: Float32Array, dk: Float32Array, dv: Float32Array, dOut: Float32Array, p: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, ds: Float32Array, nQ: number, nKV: number, hd: number, scale: number): void {
+export function headAttentionBackward(be: Backend, dq: Float32Array, dk: Float32Array, dv: Float32Array, dOut: Float32Array, p: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, ds: Float32Array, nQ: number, nKV: number, hd: number, causal: boolean): void {
   be.matmul(ds, dOut, v, nQ, nKV, hd, TRANS_B); // dp = dOut vᵀ
   be.matmul(dv, p, dOut, nKV, hd, nQ, TRANS_A_ACC); // dv += pᵀ dOut
-  softmaxBackward(ds, p, nQ, nKV, scale); // ds = ∂/∂(q kᵀ)
+  softmaxBackward(ds, p, nQ, nKV, causal); // ds = ∂/∂(q kᵀ)
   be.matmul(dq, ds, k, nQ, hd, nKV, PLAIN); // dq = ds k
   be.matmul(dk, ds, q, nKV, hd, nQ, TRANS_A_ACC); // dk += dsᵀ q
 }
@@ -68,21 +70,33 @@ export function positionsUpTo(n: number): Int32Array {
   return p;
 }
 
+/** `count` consecutive views of `size` floats over buf (one per head), made once so the step loop does not allocate. */
+export function headViews(buf: Float32Array, count: number, size: number): Float32Array[] {
+  return Array.from({ length: count }, (_, h) => buf.subarray(h * size, (h + 1) * size));
+}
+
+/** What one (layer, sequence) keeps for the backward, head-major, with per-head views. */
+interface Kept {
+  q: Float32Array; // [nHeads, T, hd], rotated and scaled by 1/sqrt(hd)
+  k: Float32Array; // [nKVHeads, T, hd], rotated
+  v: Float32Array; // [nKVHeads, T, hd]
+  qv: Float32Array[]; kv: Float32Array[]; vv: Float32Array[];
+  pv: Float32Array[]; // per head: probabilities [T, T]
+}
+
 /**
  * Ordinary causal self-attention at positions 0..T-1, with grouped-query heads. Keeps per
  * (layer, seq) the rotated head-major q, k, v and the probabilities: for T = 256, 8 heads
  * that is 2 MiB of probabilities per sequence and layer.
  */
 export class CausalAttention implements SequenceAttention {
-  private readonly qh: Float32Array[]; // per (layer, seq): [nHeads, T, hd] rotated
-  private readonly kh: Float32Array[]; // [nKVHeads, T, hd] rotated
-  private readonly vh: Float32Array[]; // [nKVHeads, T, hd]
-  private readonly probs: Float32Array[]; // [nHeads, T, T]
-  private readonly oh: Float32Array; // scratch [nHeads, T, hd]
-  private readonly dqh: Float32Array; // scratch [nHeads, T, hd]
-  private readonly dkh: Float32Array; // scratch [nKVHeads, T, hd]
-  private readonly dvh: Float32Array;
-  private readonly ds: Float32Array; // scratch [T, T]
+  private readonly kept: Kept[]; // per layer·batch + seq
+  // scratch, head-major, with per-head views
+  private readonly oh: Float32Array; private readonly ohv: Float32Array[]; // [nHeads, T, hd]: output, then dOut
+  private readonly dqh: Float32Array; private readonly dqv: Float32Array[]; // [nHeads, T, hd]
+  private readonly dkh: Float32Array; private readonly dkv: Float32Array[]; // [nKVHeads, T, hd]
+  private readonly dvh: Float32Array; private readonly dvv: Float32Array[];
+  private readonly ds: Float32Array; // [T, T]
   private readonly positions: Int32Array;
   private readonly scale: number;
 
@@ -90,16 +104,20 @@ export class CausalAttention implements SequenceAttention {
     const { nLayers, batch, seqLen: T, nHeads, nKVHeads, headDim: hd } = dims;
     if (nKVHeads <= 0 || nHeads % nKVHeads !== 0) throw new RangeError(`attention nHeads: expected a multiple of nKVHeads (${nKVHeads}), got ${nHeads}`);
     if (T > rope.maxPos) throw new RangeError(`attention seqLen: ${T} exceeds the rope table (${rope.maxPos} positions)`);
-    const n = nLayers * batch;
-    const alloc = (size: number) => Array.from({ length: n }, () => new Float32Array(size));
-    this.qh = alloc(nHeads * T * hd);
-    this.kh = alloc(nKVHeads * T * hd);
-    this.vh = alloc(nKVHeads * T * hd);
-    this.probs = alloc(nHeads * T * T);
-    this.oh = new Float32Array(nHeads * T * hd);
-    this.dqh = new Float32Array(nHeads * T * hd);
-    this.dkh = new Float32Array(nKVHeads * T * hd);
-    this.dvh = new Float32Array(nKVHeads * T * hd);
+    const th = T * hd;
+    this.kept = Array.from({ length: nLayers * batch }, () => {
+      const q = new Float32Array(nHeads * th), k = new Float32Array(nKVHeads * th), v = new Float32Array(nKVHeads * th);
+      const p = new Float32Array(nHeads * T * T);
+      return { q, k, v, qv: headViews(q, nHeads, th), kv: headViews(k, nKVHeads, th), vv: headViews(v, nKVHeads, th), pv: headViews(p, nHeads, T * T) };
+    });
+    this.oh = new Float32Array(nHeads * th);
+    this.ohv = headViews(this.oh, nHeads, th);
+    this.dqh = new Float32Array(nHeads * th);
+    this.dqv = headViews(this.dqh, nHeads, th);
+    this.dkh = new Float32Array(nKVHeads * th);
+    this.dkv = headViews(this.dkh, nKVHeads, th);
+    this.dvh = new Float32Array(nKVHeads * th);
+    this.dvv = headViews(this.dvh, nKVHeads, th);
     this.ds = new Float32Array(T * T);
     this.positions = positionsUpTo(T);
     this.scale = 1 / Math.sqrt(hd);
@@ -107,39 +125,30 @@ export class CausalAttention implements SequenceAttention {
 
   forward(layer: number, seq: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array): void {
     const { batch, seqLen: T, nHeads, nKVHeads, headDim: hd } = this.dims;
-    const i = layer * batch + seq;
-    const qh = this.qh[i], kh = this.kh[i], vh = this.vh[i], p = this.probs[i];
-    gatherHeads(qh, q, 0, T, nHeads, hd, this.rope, this.positions);
-    gatherHeads(kh, k, 0, T, nKVHeads, hd, this.rope, this.positions);
-    gatherHeads(vh, v, 0, T, nKVHeads, hd, null, null);
+    const K = this.kept[layer * batch + seq];
+    gatherHeads(K.q, q, 0, T, nHeads, hd, this.rope, this.positions, this.scale);
+    gatherHeads(K.k, k, 0, T, nKVHeads, hd, this.rope, this.positions);
+    gatherHeads(K.v, v, 0, T, nKVHeads, hd, null, null);
     const group = nHeads / nKVHeads;
-    const th = T * hd;
     for (let h = 0; h < nHeads; h++) {
       const g = Math.floor(h / group);
-      headAttentionForward(this.be, this.oh.subarray(h * th, (h + 1) * th), p.subarray(h * T * T, (h + 1) * T * T),
-        qh.subarray(h * th, (h + 1) * th), kh.subarray(g * th, (g + 1) * th), vh.subarray(g * th, (g + 1) * th), T, T, hd, this.scale, true);
+      headAttentionForward(this.be, this.ohv[h], K.pv[h], K.qv[h], K.kv[g], K.vv[g], T, T, hd, true);
     }
     scatterHeads(out, 0, this.oh, T, nHeads, hd, null, null, false);
   }
 
   backward(layer: number, seq: number, dOut: Float32Array, dq: Float32Array, dk: Float32Array, dv: Float32Array): void {
     const { batch, seqLen: T, nHeads, nKVHeads, headDim: hd } = this.dims;
-    const i = layer * batch + seq;
-    const qh = this.qh[i], kh = this.kh[i], vh = this.vh[i], p = this.probs[i];
-    const doh = this.oh; // reuse the forward scratch for dOut in head-major layout
-    gatherHeads(doh, dOut, 0, T, nHeads, hd, null, null);
+    const K = this.kept[layer * batch + seq];
+    gatherHeads(this.oh, dOut, 0, T, nHeads, hd, null, null); // the forward scratch now holds dOut, head-major
     this.dkh.fill(0);
     this.dvh.fill(0);
     const group = nHeads / nKVHeads;
-    const th = T * hd;
     for (let h = 0; h < nHeads; h++) {
       const g = Math.floor(h / group);
-      const hs = h * th, gs = g * th;
-      headAttentionBackward(this.be, this.dqh.subarray(hs, hs + th), this.dkh.subarray(gs, gs + th), this.dvh.subarray(gs, gs + th),
-        doh.subarray(hs, hs + th), p.subarray(h * T * T, (h + 1) * T * T), qh.subarray(hs, hs + th), kh.subarray(gs, gs + th),
-        vh.subarray(gs, gs + th), this.ds, T, T, hd, this.scale);
+      headAttentionBackward(this.be, this.dqv[h], this.dkv[g], this.dvv[g], this.ohv[h], K.pv[h], K.qv[h], K.kv[g], K.vv[g], this.ds, T, T, hd, true);
     }
-    scatterHeads(dq, 0, this.dqh, T, nHeads, hd, this.rope, this.positions, false);
+    scatterHeads(dq, 0, this.dqh, T, nHeads, hd, this.rope, this.positions, false, this.scale);
     scatterHeads(dk, 0, this.dkh, T, nKVHeads, hd, this.rope, this.positions, false);
     scatterHeads(dv, 0, this.dvh, T, nKVHeads, hd, null, null, false);
   }

@@ -7,7 +7,7 @@ import type { AdamW } from './adamw.js';
 import type { Batcher } from './batcher.js';
 import { saveCheckpoint, type TrainState } from './checkpoint.js';
 import type { TrainableModel } from './model.js';
-import { clipGradNorm, type Param, zeroGrads } from './params.js';
+import { clipFactor, gradNorm, type Param, zeroGrads } from './params.js';
 import { learningRate, type Schedule } from './schedule.js';
 
 export interface LoopOptions {
@@ -83,10 +83,10 @@ export function trainStep(tm: TrainableModel, batcher: Batcher, opt: AdamW, trai
     loss += tm.forwardBackward(windows, 1 / accum) / accum;
   }
   if (!Number.isFinite(loss)) throw new Error(`training diverged: loss is ${loss} at step ${step} (try a lower --lr or --clip)`);
-  const gradNorm = clipGradNorm(trainable, clip);
+  const norm = gradNorm(trainable);
   const lr = learningRate(schedule, step);
-  opt.step(lr);
-  return { loss, gradNorm, lr };
+  opt.step(lr, clipFactor(norm, clip));
+  return { loss, gradNorm: norm, lr };
 }
 
 function formatDuration(sec: number): string {

@@ -13,7 +13,7 @@
 //   att = attention(q, k, v) per sequence   (SequenceAttention keeps its own state)
 //   xm = x + att·Woᵀ                        keep att, xm
 //   xn2 = rmsnorm(xm)                       keep rstd2, xn2
-//   h = silu(xn2·Wgateᵀ) * xn2·Wupᵀ         keep gate, up, h
+//   h = silu(xn2·Wgateᵀ) * xn2·Wupᵀ         keep gate, up, silu(gate) (h is recomputed)
 //   x' = xm + h·Wdownᵀ
 // then logits = rmsnorm(x)·lm_headᵀ and mean cross-entropy, computed in row chunks so that
 // [N, vocab] is never held.
@@ -24,8 +24,8 @@ import type { LlamaConfig, Model } from '../model/types.js';
 import { type AttentionFactory, causalAttention, type SequenceAttention } from './attention.js';
 import { createLora, type LoraAdapter, type LoraSpec, type LoraTarget } from './lora.js';
 import {
-  addBias, biasBackward, crossEntropyForwardBackward, crossEntropyLoss, embeddingBackward, embeddingForward,
-  rmsnormBackward, rmsnormForward, ropeTable, swigluBackward, swigluForward,
+  addBias, biasBackward, embeddingBackward, embeddingForward, rmsnormBackward, rmsnormForward, ropeTable,
+  multiply, scale, softmaxCrossEntropy, swigluBackward, swigluForward,
 } from './ops.js';
 import { baseParams, type Param, type ParamGroup } from './params.js';
 
@@ -102,7 +102,7 @@ interface LayerActs {
   xn2: Float32Array;
   gate: Float32Array; // [N, ff]
   up: Float32Array;
-  h: Float32Array;
+  s: Float32Array; // silu(gate)
 }
 
 interface LayerLinears {
@@ -155,6 +155,8 @@ export class TrainableModel {
   // scratch
   private readonly q: Float32Array; private readonly k: Float32Array; private readonly v: Float32Array;
   private readonly logits: Float32Array; // [HEAD_ROWS, vocab]
+  private readonly xnScaled: Float32Array; // [HEAD_ROWS, d]
+  private readonly h: Float32Array; // SwiGLU output [N, ff], recomputed in the backward
   private readonly dRes: Float32Array; // [N, d] gradient of the residual stream
   private readonly dXn: Float32Array; // [N, d]
   private readonly dAtt: Float32Array; // [N, qDim]
@@ -211,7 +213,7 @@ export class TrainableModel {
     const f = (n: number) => new Float32Array(n);
     this.acts = Array.from({ length: c.nLayers }, () => ({
       x: f(N * d), rstd1: f(N), xn1: f(N * d), att: f(N * qDim), xm: f(N * d), rstd2: f(N), xn2: f(N * d),
-      gate: f(N * ff), up: f(N * ff), h: f(N * ff),
+      gate: f(N * ff), up: f(N * ff), s: f(N * ff),
     }));
     this.inputs = new Int32Array(N);
     this.targets = new Int32Array(N);
@@ -220,6 +222,8 @@ export class TrainableModel {
     this.xnF = f(N * d);
     this.q = f(N * qDim); this.k = f(N * kvDim); this.v = f(N * kvDim);
     this.logits = f(Math.min(N, HEAD_ROWS) * V);
+    this.xnScaled = f(Math.min(N, HEAD_ROWS) * d);
+    this.h = f(N * ff);
     this.dRes = f(N * d); this.dXn = f(N * d); this.dAtt = f(N * qDim);
     this.dq = f(N * qDim); this.dk = f(N * kvDim); this.dv = f(N * kvDim);
     this.dH = f(N * ff); this.dGate = f(N * ff); this.dUp = f(N * ff);
@@ -289,9 +293,9 @@ export class TrainableModel {
       rmsnormForward(A.xn2, A.rstd2, A.xm, this.norms[l].mlp.data, N, d, c.rmsNormEps);
       L.gate.forward(A.gate, A.xn2, N, false);
       L.up.forward(A.up, A.xn2, N, false);
-      swigluForward(A.h, A.gate, A.up, N * ff);
+      swigluForward(this.be, this.h, A.s, A.gate, A.up, N * ff);
       next.set(A.xm);
-      L.down.forward(next, A.h, N, true);
+      L.down.forward(next, this.h, N, true);
     }
     rmsnormForward(this.xnF, this.rstdF, this.xFinal, this.finalNorm.data, N, d, c.rmsNormEps);
   }
@@ -314,13 +318,16 @@ export class TrainableModel {
       const rows = Math.min(HEAD_ROWS, N - r0);
       const xn = this.xnF.subarray(r0 * d, (r0 + rows) * d);
       this.be.matmul(this.logits, xn, this.lmHead.data, rows, V, d, TRANS_B);
-      if (!grad) {
-        total += crossEntropyLoss(this.logits, this.targets, r0, rows, V);
-        continue;
+      total += softmaxCrossEntropy(this.be, this.logits, this.targets, r0, rows, V, grad);
+      if (!grad) continue;
+      // logits now hold ∂nll/∂logits unscaled; gradScale goes on the small [rows, d] side.
+      if (this.lmHead.grad) {
+        scaleInto(this.xnScaled, xn, gradScale, rows * d);
+        this.be.matmul(this.lmHead.grad, this.logits, this.xnScaled, V, d, rows, TRANS_A_ACC); // dHead += dlogitsᵀ·xn
       }
-      total += crossEntropyForwardBackward(this.logits, this.targets, r0, rows, V, gradScale);
-      if (this.lmHead.grad) this.be.matmul(this.lmHead.grad, this.logits, xn, V, d, rows, TRANS_A_ACC); // dHead += dlogitsᵀ·xn
-      this.be.matmul(this.dXn.subarray(r0 * d, (r0 + rows) * d), this.logits, this.lmHead.data, rows, d, V, PLAIN); // dxn = dlogits·Head
+      const dxn = this.dXn.subarray(r0 * d, (r0 + rows) * d);
+      this.be.matmul(dxn, this.logits, this.lmHead.data, rows, d, V, PLAIN); // dxn = dlogits·Head
+      scale(dxn, gradScale, rows * d);
     }
     return count > 0 ? total / count : NaN;
   }
@@ -343,8 +350,9 @@ export class TrainableModel {
       const A = this.acts[l];
       const L = this.lin[l];
       // MLP block: x' = xm + down(h)
-      L.down.backward(this.dH, dRes, A.h, N, false);
-      swigluBackward(this.dGate, this.dUp, this.dH, A.gate, A.up, N * ff);
+      multiply(this.h, A.s, A.up, N * ff); // recompute h = silu(gate)·up
+      L.down.backward(this.dH, dRes, this.h, N, false);
+      swigluBackward(this.dGate, this.dUp, this.dH, A.gate, A.up, A.s, N * ff);
       L.gate.backward(this.dXn, this.dGate, A.xn2, N, false);
       L.up.backward(this.dXn, this.dUp, A.xn2, N, true);
       rmsnormBackward(dRes, this.norms[l].mlp.grad, this.dXn, A.xm, this.norms[l].mlp.data, A.rstd2, N, d);

@@ -1,11 +1,13 @@
 // Forward and backward of the element-wise and row-wise operations of a Llama layer, as small
 // pure functions on row-major Float32Arrays. The matrix products go through Backend.matmul
-// (see model.ts); everything here is O(rows·cols) and stays in TypeScript for now, written so
-// that any function can later move into the native addon unchanged.
+// (see model.ts); everything here is O(rows·cols). The exponentials run in the backend's
+// softmax and silu kernels (they dominate otherwise); the rest is TypeScript for now, written
+// so that any function can later move into the native addon unchanged.
 //
 // Convention for backward functions: a gradient flowing into a tensor that has another
 // consumer (the residual stream) is ADDED to (`+=`); a gradient into a fresh buffer is
 // written (`=`). Each function says which.
+import type { Backend } from '../kernels/backend.js';
 
 /** out[r,:] = embed[tokens[r],:]; out is [rows, dim]. */
 export function embeddingForward(out: Float32Array, embed: Float32Array, tokens: Int32Array, tokOffset: number, rows: number, dim: number, vocab: number): void {
@@ -70,32 +72,49 @@ export function biasBackward(db: Float32Array, dy: Float32Array, rows: number, d
   }
 }
 
-/** h = silu(gate) · up, element-wise over n. */
-export function swigluForward(h: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
-  for (let i = 0; i < n; i++) {
-    const g = gate[i];
-    h[i] = (g / (1 + Math.exp(-g))) * up[i];
-  }
+/**
+ * SwiGLU, h = silu(gate) · up over n elements. Keeps s = silu(gate) (the native kernel does the
+ * exponentials) so that the backward needs none.
+ */
+export function swigluForward(be: Backend, h: Float32Array, s: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+  s.set(gate.subarray(0, n));
+  be.silu(s, n);
+  multiply(h, s, up, n);
 }
 
-/** Backward of swigluForward: dGate = dh · up · silu'(gate), dUp = dh · silu(gate) (both written). */
-export function swigluBackward(dGate: Float32Array, dUp: Float32Array, dh: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+/** out[i] = a[i] · b[i], i < n. */
+export function multiply(out: Float32Array, a: Float32Array, b: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = a[i] * b[i];
+}
+
+/** x[i] *= c, i < n. */
+export function scale(x: Float32Array, c: number, n: number): void {
+  for (let i = 0; i < n; i++) x[i] *= c;
+}
+
+/**
+ * Backward of swigluForward from s = silu(gate): dUp = dh · s, dGate = dh · up · silu'(gate) with
+ * silu'(g) = σ(g) + s·(1 − σ(g)) and σ(g) = s/g (1/2 at g = 0). Both written.
+ */
+export function swigluBackward(dGate: Float32Array, dUp: Float32Array, dh: Float32Array, gate: Float32Array, up: Float32Array, s: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) {
     const g = gate[i];
-    const sig = 1 / (1 + Math.exp(-g));
+    const si = s[i];
+    const sig = g > 1e-30 || g < -1e-30 ? si / g : 0.5;
     const d = dh[i];
-    dUp[i] = d * g * sig;
-    dGate[i] = d * up[i] * sig * (1 + g * (1 - sig));
+    dUp[i] = d * si;
+    dGate[i] = d * up[i] * (sig + si * (1 - sig));
   }
 }
 
 /**
- * Cross-entropy over the vocabulary, in place: logits [rows, vocab] become
- * gradScale · (softmax − onehot(target)), the gradient of gradScale · Σ_r nll_r.
- * Rows whose target is negative are ignored (gradient 0). Returns Σ nll over the counted rows
- * (float64); the caller divides by the count.
+ * Softmax cross-entropy over the vocabulary, in place: logits [rows, vocab] become the
+ * probabilities, minus 1 at the target when grad (then each row is ∂nll/∂logits). Rows whose
+ * target is negative are ignored (zeroed). Returns Σ nll over the counted rows; the caller
+ * divides by their count and scales the gradient.
  */
-export function crossEntropyForwardBackward(logits: Float32Array, targets: Int32Array, tgtOffset: number, rows: number, vocab: number, gradScale: number): number {
+export function softmaxCrossEntropy(be: Backend, logits: Float32Array, targets: Int32Array, tgtOffset: number, rows: number, vocab: number, grad: boolean): number {
+  be.softmax(logits, rows, vocab);
   let total = 0;
   for (let r = 0; r < rows; r++) {
     const o = r * vocab;
@@ -105,34 +124,8 @@ export function crossEntropyForwardBackward(logits: Float32Array, targets: Int32
       continue;
     }
     if (t >= vocab) throw new RangeError(`cross-entropy targets: token ${t} at row ${r} is outside the vocabulary [0, ${vocab})`);
-    let m = -Infinity;
-    for (let j = 0; j < vocab; j++) if (logits[o + j] > m) m = logits[o + j];
-    let sum = 0;
-    for (let j = 0; j < vocab; j++) {
-      const e = Math.exp(logits[o + j] - m);
-      logits[o + j] = e;
-      sum += e;
-    }
-    total -= Math.log(logits[o + t] / sum);
-    const k = gradScale / sum;
-    for (let j = 0; j < vocab; j++) logits[o + j] *= k;
-    logits[o + t] -= gradScale;
-  }
-  return total;
-}
-
-/** Σ nll only (no gradient), logits [rows, vocab] left unchanged; for validation. */
-export function crossEntropyLoss(logits: Float32Array, targets: Int32Array, tgtOffset: number, rows: number, vocab: number): number {
-  let total = 0;
-  for (let r = 0; r < rows; r++) {
-    const o = r * vocab;
-    const t = targets[tgtOffset + r];
-    if (t < 0) continue;
-    let m = -Infinity;
-    for (let j = 0; j < vocab; j++) if (logits[o + j] > m) m = logits[o + j];
-    let sum = 0;
-    for (let j = 0; j < vocab; j++) sum += Math.exp(logits[o + j] - m);
-    total += Math.log(sum) + m - logits[o + t];
+    total -= Math.log(Math.max(logits[o + t], 1e-45)); // p underflows only past a loss of ~100
+    if (grad) logits[o + t] -= 1;
   }
   return total;
 }
@@ -164,10 +157,10 @@ export function ropeTable(invFreq: Float32Array, maxPos: number): RopeTable {
 
 /**
  * Copies rows of src [*, heads*hd] (from row src0, n rows) into head-major dst [heads, n, hd],
- * rotating each row by its position (HF rotate_half: i pairs with i+hd/2) when rope is given.
- * The layout change lets every head's attention be two plain matmuls.
+ * rotating each row by its position (HF rotate_half: i pairs with i+hd/2) when rope is given,
+ * and multiplying by `scale`. The layout change lets every head's attention be plain matmuls.
  */
-export function gatherHeads(dst: Float32Array, src: Float32Array, src0: number, n: number, heads: number, hd: number, rope: RopeTable | null, positions: Int32Array | null): void {
+export function gatherHeads(dst: Float32Array, src: Float32Array, src0: number, n: number, heads: number, hd: number, rope: RopeTable | null, positions: Int32Array | null, scale = 1): void {
   const width = heads * hd;
   const half = hd >> 1;
   for (let r = 0; r < n; r++) {
@@ -177,7 +170,7 @@ export function gatherHeads(dst: Float32Array, src: Float32Array, src0: number, 
       const s = so + h * hd;
       const d = (h * n + r) * hd;
       if (po < 0) {
-        for (let i = 0; i < hd; i++) dst[d + i] = src[s + i];
+        for (let i = 0; i < hd; i++) dst[d + i] = src[s + i] * scale;
         continue;
       }
       const cos = rope!.cos;
@@ -185,8 +178,8 @@ export function gatherHeads(dst: Float32Array, src: Float32Array, src0: number, 
       for (let i = 0; i < half; i++) {
         const x0 = src[s + i];
         const x1 = src[s + i + half];
-        const c = cos[po + i];
-        const sn = sin[po + i];
+        const c = cos[po + i] * scale;
+        const sn = sin[po + i] * scale;
         dst[d + i] = x0 * c - x1 * sn;
         dst[d + i + half] = x1 * c + x0 * sn;
       }
@@ -196,10 +189,10 @@ export function gatherHeads(dst: Float32Array, src: Float32Array, src0: number, 
 
 /**
  * The transpose of gatherHeads: head-major src [heads, n, hd] back into rows dst0.. of dst
- * [*, heads*hd], rotating by −position (the backward of a rotation is its inverse).
- * Writes (=) unless accumulate.
+ * [*, heads*hd], rotating by −position (the backward of a rotation is its inverse) and
+ * multiplying by `scale`. Writes (=) unless accumulate.
  */
-export function scatterHeads(dst: Float32Array, dst0: number, src: Float32Array, n: number, heads: number, hd: number, rope: RopeTable | null, positions: Int32Array | null, accumulate: boolean): void {
+export function scatterHeads(dst: Float32Array, dst0: number, src: Float32Array, n: number, heads: number, hd: number, rope: RopeTable | null, positions: Int32Array | null, accumulate: boolean, scale = 1): void {
   const width = heads * hd;
   const half = hd >> 1;
   for (let r = 0; r < n; r++) {
@@ -209,8 +202,8 @@ export function scatterHeads(dst: Float32Array, dst0: number, src: Float32Array,
       const s = (h * n + r) * hd;
       const d = dO + h * hd;
       if (po < 0) {
-        if (accumulate) for (let i = 0; i < hd; i++) dst[d + i] += src[s + i];
-        else for (let i = 0; i < hd; i++) dst[d + i] = src[s + i];
+        if (accumulate) for (let i = 0; i < hd; i++) dst[d + i] += src[s + i] * scale;
+        else for (let i = 0; i < hd; i++) dst[d + i] = src[s + i] * scale;
         continue;
       }
       const cos = rope!.cos;
@@ -218,8 +211,8 @@ export function scatterHeads(dst: Float32Array, dst0: number, src: Float32Array,
       for (let i = 0; i < half; i++) {
         const y0 = src[s + i];
         const y1 = src[s + i + half];
-        const c = cos[po + i];
-        const sn = sin[po + i];
+        const c = cos[po + i] * scale;
+        const sn = sin[po + i] * scale;
         const x0 = y0 * c + y1 * sn;
         const x1 = y1 * c - y0 * sn;
         if (accumulate) {
@@ -240,40 +233,29 @@ function checkPos(rope: RopeTable, p: number): number {
 }
 
 /**
- * Softmax of scale·s over each row of s [nQ, nKV], in place, with the causal mask aligned to
- * the end (query i sees keys j <= nKV − nQ + i; masked entries become 0) when causal.
+ * Softmax over each row of s [nQ, nKV], in place (the logit scale is folded into q), with the
+ * causal mask aligned to the end when causal: query i sees keys j <= nKV − nQ + i, and the
+ * masked entries come out 0 (they are set to −∞ before the native softmax).
  */
-export function maskedSoftmax(s: Float32Array, nQ: number, nKV: number, scale: number, causal: boolean): void {
-  for (let i = 0; i < nQ; i++) {
-    const o = i * nKV;
-    const last = causal ? nKV - nQ + i : nKV - 1;
-    let m = -Infinity;
-    for (let j = 0; j <= last; j++) {
-      const x = s[o + j] * scale;
-      s[o + j] = x;
-      if (x > m) m = x;
-    }
-    let sum = 0;
-    for (let j = 0; j <= last; j++) {
-      const e = Math.exp(s[o + j] - m);
-      s[o + j] = e;
-      sum += e;
-    }
-    const inv = last >= 0 ? 1 / sum : 0;
-    for (let j = 0; j <= last; j++) s[o + j] *= inv;
-    for (let j = Math.max(last + 1, 0); j < nKV; j++) s[o + j] = 0;
+export function maskedSoftmax(be: Backend, s: Float32Array, nQ: number, nKV: number, causal: boolean): void {
+  if (causal) {
+    if (nQ > nKV) throw new RangeError(`attention nQ: causal attention needs nQ <= nKV (${nKV}), got ${nQ}`);
+    for (let i = 0; i < nQ; i++) s.fill(-Infinity, i * nKV + nKV - nQ + i + 1, (i + 1) * nKV);
   }
+  be.softmax(s, nQ, nKV);
 }
 
 /**
- * Backward of maskedSoftmax, in place: dp [nQ, nKV] (∂/∂p) becomes ∂/∂s = scale · p ∘ (dp − Σ_j p·dp).
- * Masked entries (p = 0) get 0.
+ * Backward of maskedSoftmax, in place: dp [nQ, nKV] (∂/∂p) becomes ∂/∂s = p ∘ (dp − Σ_j p·dp);
+ * masked entries become 0.
  */
-export function softmaxBackward(dp: Float32Array, p: Float32Array, nQ: number, nKV: number, scale: number): void {
+export function softmaxBackward(dp: Float32Array, p: Float32Array, nQ: number, nKV: number, causal: boolean): void {
   for (let i = 0; i < nQ; i++) {
     const o = i * nKV;
+    const last = causal ? nKV - nQ + i : nKV - 1;
     let dot = 0;
-    for (let j = 0; j < nKV; j++) dot += p[o + j] * dp[o + j];
-    for (let j = 0; j < nKV; j++) dp[o + j] = scale * p[o + j] * (dp[o + j] - dot);
+    for (let j = 0; j <= last; j++) dot += p[o + j] * dp[o + j];
+    for (let j = 0; j <= last; j++) dp[o + j] = p[o + j] * (dp[o + j] - dot);
+    dp.fill(0, o + last + 1, o + nKV);
   }
 }

@@ -73,21 +73,10 @@ export function gradNorm(params: readonly Param[]): number {
   return Math.sqrt(ss);
 }
 
-/** Multiplies every gradient by s. */
-export function scaleGrads(params: readonly Param[], s: number): void {
-  for (const p of params) {
-    const g = p.grad;
-    if (!g) continue;
-    for (let i = 0; i < g.length; i++) g[i] *= s;
-  }
-}
-
 /**
- * Global-norm clipping: when the norm of all gradients exceeds maxNorm, scale them down to
- * maxNorm. Returns the norm before clipping. maxNorm <= 0 disables clipping.
+ * Global-norm clipping factor: min(1, maxNorm/norm) for the norm of all gradients (maxNorm <= 0
+ * disables clipping). The optimiser multiplies the gradients by it as it reads them.
  */
-export function clipGradNorm(params: readonly Param[], maxNorm: number): number {
-  const norm = gradNorm(params);
-  if (maxNorm > 0 && norm > maxNorm) scaleGrads(params, maxNorm / (norm + 1e-6));
-  return norm;
+export function clipFactor(norm: number, maxNorm: number): number {
+  return maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
 }
