@@ -79,26 +79,27 @@ const COMMON: Record<string, FlagSpec> = {
   help: { kind: 'bool', default: false, help: 'show this help' },
 };
 
+/** COMMON with some defaults replaced (pretraining and fine-tuning want different ones). */
+function withDefaults(defaults: Record<string, string | number>): Record<string, FlagSpec> {
+  const out: Record<string, FlagSpec> = {};
+  for (const [k, spec] of Object.entries(COMMON)) out[k] = k in defaults ? { ...spec, default: defaults[k] } : spec;
+  return out;
+}
+
 const PRETRAIN: Record<string, FlagSpec> = {
-  ...COMMON,
+  ...withDefaults({ steps: 2000, lr: 1e-3, warmup: 100, schedule: 'cosine', 'weight-decay': 0.1 }),
   config: { kind: 'string', default: 'tiny', help: `a preset (${Object.keys(PRESETS).join(', ')}) or a config.json file` },
   'init-std': { kind: 'number', min: 0, default: 0.02, help: 'standard deviation of the initial weights' },
 };
 
 const FINETUNE: Record<string, FlagSpec> = {
-  ...COMMON,
+  ...withDefaults({ steps: 200, lr: 2e-5, warmup: 20, schedule: 'constant', 'weight-decay': 0 }),
   model: { kind: 'string', help: 'model folder in Hugging Face layout to fine-tune (required)' },
   method: { kind: 'string', default: 'full', choices: Object.keys(FINETUNE_METHODS), help: 'how a training sequence attends' },
   'lora-rank': { kind: 'int', min: 0, default: 0, help: 'LoRA rank; 0 = no LoRA' },
   'lora-alpha': { kind: 'number', min: 0, help: 'LoRA alpha (default: 2 x rank)' },
   'lora-targets': { kind: 'list', choices: [...LORA_TARGETS], default: ['q', 'k', 'v', 'o'], help: 'projections that get LoRA adapters' },
   train: { kind: 'list', choices: [...PARAM_GROUPS, 'none'], help: 'fully trainable groups (default: all without LoRA, none with it)' },
-};
-
-/** Per-command defaults of the flags whose default differs between pretraining and fine-tuning. */
-const DEFAULTS: Record<'pretrain' | 'finetune', FlagValues> = {
-  pretrain: { steps: 2000, lr: 1e-3, warmup: 100, schedule: 'cosine', 'weight-decay': 0.1 },
-  finetune: { steps: 200, lr: 2e-5, warmup: 20, schedule: 'constant', 'weight-decay': 0 },
 };
 
 /** Flags that may change when resuming; every other one must match the checkpoint's. */
@@ -112,7 +113,7 @@ function usage(kind: string, specs: Record<string, FlagSpec>): string {
   return `${head}\n\nProgress goes to stderr; a JSON summary to stdout at the end. Ctrl-C writes a checkpoint and\nthe model, then exits (status 130); --resume continues bit-exactly.\n${presets}\n${helpText(specs)}\n`;
 }
 
-/** Parses flags, noting which were given explicitly; defaults from the spec, then DEFAULTS. */
+/** Parses flags, noting which were given explicitly (the rest take the spec's defaults). */
 function parse(argv: string[], specs: Record<string, FlagSpec>, kind: 'pretrain' | 'finetune'): { flags: FlagValues; explicit: Set<string> } {
   const bare: Record<string, FlagSpec> = {};
   for (const [k, s] of Object.entries(specs)) bare[k] = { ...s, default: undefined };
@@ -121,7 +122,6 @@ function parse(argv: string[], specs: Record<string, FlagSpec>, kind: 'pretrain'
   const explicit = new Set(Object.keys(flags).filter((k) => flags[k] !== undefined));
   const out: FlagValues = {};
   for (const [k, s] of Object.entries(specs)) out[k] = s.default;
-  Object.assign(out, DEFAULTS[kind]);
   for (const k of explicit) out[k] = flags[k];
   return { flags: out, explicit };
 }

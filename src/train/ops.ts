@@ -51,8 +51,15 @@ export function rmsnormBackward(dx: Float32Array, dw: Float32Array | null, dy: F
     let dot = 0;
     for (let i = 0; i < dim; i++) dot += w[i] * dy[o + i] * x[o + i];
     const c = (s * s * dot) / dim;
-    for (let i = 0; i < dim; i++) dx[o + i] += s * (w[i] * dy[o + i] - x[o + i] * c);
-    if (dw) for (let i = 0; i < dim; i++) dw[i] += dy[o + i] * x[o + i] * s;
+    if (dw) {
+      for (let i = 0; i < dim; i++) {
+        const xi = x[o + i], gi = dy[o + i];
+        dx[o + i] += s * (w[i] * gi - xi * c);
+        dw[i] += gi * xi * s;
+      }
+    } else {
+      for (let i = 0; i < dim; i++) dx[o + i] += s * (w[i] * dy[o + i] - x[o + i] * c);
+    }
   }
 }
 
@@ -100,7 +107,7 @@ export function swigluBackward(dGate: Float32Array, dUp: Float32Array, dh: Float
   for (let i = 0; i < n; i++) {
     const g = gate[i];
     const si = s[i];
-    const sig = g > 1e-30 || g < -1e-30 ? si / g : 0.5;
+    const sig = g !== 0 ? si / g : 0.5; // g = 0 is rare: the branch predicts well
     const d = dh[i];
     dUp[i] = d * si;
     dGate[i] = d * up[i] * (sig + si * (1 - sig));
