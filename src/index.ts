@@ -19,3 +19,13 @@ export { createCache, cacheShape, CACHE_POLICIES, type CacheOptions } from './ca
 export { Sampler, argmax, type SamplerOptions } from './model/sampler.js';
 export { generate, TextStream, type GenerateOptions, type GenerateResult, type Timings, type FinishReason, type TextCodec } from './model/generate.js';
 export { findShippedModel, shippedModelDir, packageRoot, SHIPPED_MODEL } from './model/shipped.js';
+export { TrainableModel, Linear, type TrainableOptions } from './train/model.js';
+export { CausalAttention, causalAttention, headAttentionForward, headAttentionBackward, headViews, type SequenceAttention, type AttentionFactory, type AttentionDims } from './train/attention.js';
+export { AdamW, ADAMW_DEFAULTS, type AdamWOptions } from './train/adamw.js';
+export { learningRate, SCHEDULES, type Schedule, type ScheduleKind } from './train/schedule.js';
+export { createLora, mergeLora, LORA_TARGETS, type LoraSpec, type LoraAdapter, type LoraTarget } from './train/lora.js';
+export { trainLoop, trainStep, evaluate, type LoopOptions, type LoopIO, type LoopResult } from './train/loop.js';
+export { saveCheckpoint, restoreCheckpoint, readCheckpointMeta, type CheckpointMeta, type TrainState } from './train/checkpoint.js';
+export { MixedWindowBatcher, evenWindows, type Batcher } from './train/batcher.js';
+export { initModel } from './train/init.js';
+export { PARAM_GROUPS, type Param, type ParamGroup } from './train/params.js';
