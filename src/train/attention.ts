@@ -8,7 +8,7 @@
 // [sinks | M·earlier rows | group so far] at slot positions; the gradient of the compressed
 // block flows back through Mᵀ. That schedule plugs in as another SequenceAttention.
 import type { Backend, MatmulOptions } from '../kernels/backend.js';
-import { gatherHeads, maskedSoftmax, type RopeTable, scatterHeads, softmaxBackward } from './ops.js';
+import { gatherHeads, maskedSoftmax, scatterHeads, softmaxBackward } from './ops.js';
 
 const PLAIN: MatmulOptions = {};
 const TRANS_B: MatmulOptions = { transB: true };
@@ -55,13 +55,14 @@ export interface AttentionDims {
  * It keeps what its backward needs per (layer, seq) between forward and backward.
  */
 export interface SequenceAttention {
-  /** q [T, nHeads*hd], k and v [T, nKVHeads*hd] (pre-RoPE) -> out [T, nHeads*hd]. */
+  /** q [T, nHeads*hd], k and v [T, nKVHeads*hd] (pre-RoPE; may be overwritten) -> out [T, nHeads*hd]. */
   forward(layer: number, seq: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array): void;
   /** dOut [T, nHeads*hd] -> dq, dk, dv with respect to the pre-RoPE inputs (written, not added). */
   backward(layer: number, seq: number, dOut: Float32Array, dq: Float32Array, dk: Float32Array, dv: Float32Array): void;
 }
 
-export type AttentionFactory = (dims: AttentionDims, rope: RopeTable, be: Backend) => SequenceAttention;
+/** Builds the attention of a training model; invFreq [headDim/2] are the RoPE frequencies (rope_scaling included). */
+export type AttentionFactory = (dims: AttentionDims, invFreq: Float32Array, be: Backend) => SequenceAttention;
 
 /** Identity positions 0..n-1. */
 export function positionsUpTo(n: number): Int32Array {
@@ -100,10 +101,9 @@ export class CausalAttention implements SequenceAttention {
   private readonly positions: Int32Array;
   private readonly scale: number;
 
-  constructor(private readonly dims: AttentionDims, private readonly rope: RopeTable, private readonly be: Backend) {
+  constructor(private readonly dims: AttentionDims, private readonly invFreq: Float32Array, private readonly be: Backend) {
     const { nLayers, batch, seqLen: T, nHeads, nKVHeads, headDim: hd } = dims;
     if (nKVHeads <= 0 || nHeads % nKVHeads !== 0) throw new RangeError(`attention nHeads: expected a multiple of nKVHeads (${nKVHeads}), got ${nHeads}`);
-    if (T > rope.maxPos) throw new RangeError(`attention seqLen: ${T} exceeds the rope table (${rope.maxPos} positions)`);
     const th = T * hd;
     this.kept = Array.from({ length: nLayers * batch }, () => {
       const q = new Float32Array(nHeads * th), k = new Float32Array(nKVHeads * th), v = new Float32Array(nKVHeads * th);
@@ -126,21 +126,23 @@ export class CausalAttention implements SequenceAttention {
   forward(layer: number, seq: number, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array): void {
     const { batch, seqLen: T, nHeads, nKVHeads, headDim: hd } = this.dims;
     const K = this.kept[layer * batch + seq];
-    gatherHeads(K.q, q, 0, T, nHeads, hd, this.rope, this.positions, this.scale);
-    gatherHeads(K.k, k, 0, T, nKVHeads, hd, this.rope, this.positions);
-    gatherHeads(K.v, v, 0, T, nKVHeads, hd, null, null);
+    this.be.rope(q, T, nHeads, hd, this.positions, this.invFreq, false);
+    this.be.rope(k, T, nKVHeads, hd, this.positions, this.invFreq, false);
+    gatherHeads(K.q, q, 0, T, nHeads, hd, this.scale);
+    gatherHeads(K.k, k, 0, T, nKVHeads, hd);
+    gatherHeads(K.v, v, 0, T, nKVHeads, hd);
     const group = nHeads / nKVHeads;
     for (let h = 0; h < nHeads; h++) {
       const g = Math.floor(h / group);
       headAttentionForward(this.be, this.ohv[h], K.pv[h], K.qv[h], K.kv[g], K.vv[g], T, T, hd, true);
     }
-    scatterHeads(out, 0, this.oh, T, nHeads, hd, null, null, false);
+    scatterHeads(out, 0, this.oh, T, nHeads, hd);
   }
 
   backward(layer: number, seq: number, dOut: Float32Array, dq: Float32Array, dk: Float32Array, dv: Float32Array): void {
     const { batch, seqLen: T, nHeads, nKVHeads, headDim: hd } = this.dims;
     const K = this.kept[layer * batch + seq];
-    gatherHeads(this.oh, dOut, 0, T, nHeads, hd, null, null); // the forward scratch now holds dOut, head-major
+    gatherHeads(this.oh, dOut, 0, T, nHeads, hd); // the forward scratch now holds dOut, head-major
     this.dkh.fill(0);
     this.dvh.fill(0);
     const group = nHeads / nKVHeads;
@@ -148,10 +150,12 @@ export class CausalAttention implements SequenceAttention {
       const g = Math.floor(h / group);
       headAttentionBackward(this.be, this.dqv[h], this.dkv[g], this.dvv[g], this.ohv[h], K.pv[h], K.qv[h], K.kv[g], K.vv[g], this.ds, T, T, hd, true);
     }
-    scatterHeads(dq, 0, this.dqh, T, nHeads, hd, this.rope, this.positions, false, this.scale);
-    scatterHeads(dk, 0, this.dkh, T, nKVHeads, hd, this.rope, this.positions, false);
-    scatterHeads(dv, 0, this.dvh, T, nKVHeads, hd, null, null, false);
+    scatterHeads(dq, 0, this.dqh, T, nHeads, hd, this.scale);
+    scatterHeads(dk, 0, this.dkh, T, nKVHeads, hd);
+    scatterHeads(dv, 0, this.dvh, T, nKVHeads, hd);
+    this.be.rope(dq, T, nHeads, hd, this.positions, this.invFreq, true); // backward of a rotation: the inverse rotation
+    this.be.rope(dk, T, nKVHeads, hd, this.positions, this.invFreq, true);
   }
 }
 
-export const causalAttention: AttentionFactory = (dims, rope, be) => new CausalAttention(dims, rope, be);
+export const causalAttention: AttentionFactory = (dims, invFreq, be) => new CausalAttention(dims, invFreq, be);

@@ -24,7 +24,7 @@ import type { LlamaConfig, Model } from '../model/types.js';
 import { type AttentionFactory, causalAttention, type SequenceAttention } from './attention.js';
 import { createLora, type LoraAdapter, type LoraSpec, type LoraTarget } from './lora.js';
 import {
-  addBias, biasBackward, embeddingBackward, embeddingForward, rmsnormBackward, rmsnormForward, ropeTable,
+  addBias, biasBackward, embeddingBackward, embeddingForward, rmsnormBackward, rmsnormForward,
   multiply, scale, softmaxCrossEntropy, swigluBackward, swigluForward,
 } from './ops.js';
 import { baseParams, type Param, type ParamGroup } from './params.js';
@@ -235,9 +235,8 @@ export class TrainableModel {
         dAtt: rq(this.dAtt, qDim), dq: rq(this.dq, qDim), dk: rq(this.dk, kvDim), dv: rq(this.dv, kvDim),
       };
     });
-    const rope = ropeTable(ropeInvFreq(c), seqLen);
     const factory = opts.attention ?? causalAttention;
-    this.attn = factory({ nLayers: c.nLayers, batch, seqLen, nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: c.headDim }, rope, this.be);
+    this.attn = factory({ nLayers: c.nLayers, batch, seqLen, nHeads: c.nHeads, nKVHeads: c.nKVHeads, headDim: c.headDim }, ropeInvFreq(c), this.be);
   }
 
   /** Trainable parameters only. */

@@ -138,105 +138,34 @@ export function softmaxCrossEntropy(be: Backend, logits: Float32Array, targets: 
 }
 
 /**
- * cos/sin of position·invFreq[i] for positions 0..maxPos-1, each [maxPos, half] (float64, as
- * the reference rope kernel computes them, so training and inference rotate identically).
+ * Copies rows src0..src0+n-1 of src [*, heads*hd] into head-major dst [heads, n, hd], times
+ * `scale`: the layout change lets every head's attention be plain matmuls. (RoPE runs before,
+ * in place on the rows, with the backend's kernel; its backward is the same kernel with
+ * inverse = true, a rotation's inverse being its transpose.)
  */
-export interface RopeTable {
-  half: number;
-  maxPos: number;
-  cos: Float64Array;
-  sin: Float64Array;
-}
-
-export function ropeTable(invFreq: Float32Array, maxPos: number): RopeTable {
-  const half = invFreq.length;
-  const cos = new Float64Array(maxPos * half);
-  const sin = new Float64Array(maxPos * half);
-  for (let p = 0; p < maxPos; p++) {
-    for (let i = 0; i < half; i++) {
-      const a = p * invFreq[i];
-      cos[p * half + i] = Math.cos(a);
-      sin[p * half + i] = Math.sin(a);
-    }
-  }
-  return { half, maxPos, cos, sin };
-}
-
-/**
- * Copies rows of src [*, heads*hd] (from row src0, n rows) into head-major dst [heads, n, hd],
- * rotating each row by its position (HF rotate_half: i pairs with i+hd/2) when rope is given,
- * and multiplying by `scale`. The layout change lets every head's attention be plain matmuls.
- */
-export function gatherHeads(dst: Float32Array, src: Float32Array, src0: number, n: number, heads: number, hd: number, rope: RopeTable | null, positions: Int32Array | null, scale = 1): void {
+export function gatherHeads(dst: Float32Array, src: Float32Array, src0: number, n: number, heads: number, hd: number, scale = 1): void {
   const width = heads * hd;
-  const half = hd >> 1;
   for (let r = 0; r < n; r++) {
     const so = (src0 + r) * width;
-    const po = rope && positions ? checkPos(rope, positions[r]) * half : -1;
     for (let h = 0; h < heads; h++) {
       const s = so + h * hd;
       const d = (h * n + r) * hd;
-      if (po < 0) {
-        for (let i = 0; i < hd; i++) dst[d + i] = src[s + i] * scale;
-        continue;
-      }
-      const cos = rope!.cos;
-      const sin = rope!.sin;
-      for (let i = 0; i < half; i++) {
-        const x0 = src[s + i];
-        const x1 = src[s + i + half];
-        const c = cos[po + i] * scale;
-        const sn = sin[po + i] * scale;
-        dst[d + i] = x0 * c - x1 * sn;
-        dst[d + i + half] = x1 * c + x0 * sn;
-      }
+      for (let i = 0; i < hd; i++) dst[d + i] = src[s + i] * scale;
     }
   }
 }
 
-/**
- * The transpose of gatherHeads: head-major src [heads, n, hd] back into rows dst0.. of dst
- * [*, heads*hd], rotating by −position (the backward of a rotation is its inverse) and
- * multiplying by `scale`. Writes (=) unless accumulate.
- */
-export function scatterHeads(dst: Float32Array, dst0: number, src: Float32Array, n: number, heads: number, hd: number, rope: RopeTable | null, positions: Int32Array | null, accumulate: boolean, scale = 1): void {
+/** The transpose of gatherHeads: head-major src [heads, n, hd] times `scale` into rows dst0.. of dst [*, heads*hd]. */
+export function scatterHeads(dst: Float32Array, dst0: number, src: Float32Array, n: number, heads: number, hd: number, scale = 1): void {
   const width = heads * hd;
-  const half = hd >> 1;
   for (let r = 0; r < n; r++) {
     const dO = (dst0 + r) * width;
-    const po = rope && positions ? checkPos(rope, positions[r]) * half : -1;
     for (let h = 0; h < heads; h++) {
       const s = (h * n + r) * hd;
       const d = dO + h * hd;
-      if (po < 0) {
-        if (accumulate) for (let i = 0; i < hd; i++) dst[d + i] += src[s + i] * scale;
-        else for (let i = 0; i < hd; i++) dst[d + i] = src[s + i] * scale;
-        continue;
-      }
-      const cos = rope!.cos;
-      const sin = rope!.sin;
-      for (let i = 0; i < half; i++) {
-        const y0 = src[s + i];
-        const y1 = src[s + i + half];
-        const c = cos[po + i] * scale;
-        const sn = sin[po + i] * scale;
-        const x0 = y0 * c + y1 * sn;
-        const x1 = y1 * c - y0 * sn;
-        if (accumulate) {
-          dst[d + i] += x0;
-          dst[d + i + half] += x1;
-        } else {
-          dst[d + i] = x0;
-          dst[d + i + half] = x1;
-        }
-      }
+      for (let i = 0; i < hd; i++) dst[d + i] = src[s + i] * scale;
     }
   }
-}
-
-function checkPos(rope: RopeTable, p: number): number {
-  if (p < 0 || p >= rope.maxPos) throw new RangeError(`rope positions: position ${p} outside the table [0, ${rope.maxPos})`);
-  return p;
 }
 
 /**
