@@ -24,7 +24,7 @@ import { timedBackend } from './runtime.js';
 import { benchArray, fmt, formatTable } from './util.js';
 
 const flags: Record<string, FlagSpec> = {
-  steps: { kind: 'int', default: 8, min: 1, help: 'timed optimiser steps per configuration' },
+  steps: { kind: 'int', default: 10, min: 1, help: 'timed optimiser steps per configuration' },
   threads: { kind: 'int', min: 1, help: 'kernel threads (default: the backend chooses)' },
   batch: { kind: 'int', default: 8, min: 1, help: 'sequences per step (4.3M configuration)' },
   'seq-len': { kind: 'int', default: 128, min: 2, help: 'tokens per sequence (4.3M configuration)' },
@@ -83,7 +83,9 @@ interface Row {
   batch: number;
   seqLen: number;
   tokPerSec: number;
+  /** Median and best step time. */
   msPerStep: number;
+  bestMs: number;
   gflops: number;
   matmulShare: number;
   loss: number;
@@ -100,21 +102,20 @@ function timeTraining(name: string, c: LlamaConfig, batch: number, seqLen: numbe
   const trainable = tm.trainable();
   const schedule = { kind: 'constant' as const, lr: 1e-3, warmup: 0, steps };
   trainStep(tm, batcher, opt, trainable, windows, 0, 1, schedule, 1); // warm-up: JIT, page faults
-  let best = Infinity;
-  let total = 0;
+  const times: number[] = [];
   let loss = NaN;
   ms['matrix products'] = 0;
   for (let s = 1; s <= steps; s++) {
     const t0 = performance.now();
     loss = trainStep(tm, batcher, opt, trainable, windows, s, 1, schedule, 1).loss;
-    const dt = performance.now() - t0;
-    total += dt;
-    best = Math.min(best, dt);
+    times.push(performance.now() - t0);
   }
+  const total = times.reduce((a, b) => a + b, 0);
+  times.sort((a, b) => a - b);
+  const median = times[times.length >> 1];
   const tokens = batch * seqLen;
-  const median = total / steps;
   return {
-    name, params: paramCounts(c).total, batch, seqLen, tokPerSec: tokens / (median / 1000), msPerStep: median,
+    name, params: paramCounts(c).total, batch, seqLen, tokPerSec: tokens / (median / 1000), msPerStep: median, bestMs: times[0],
     gflops: (flopsPerToken(c, seqLen) * tokens) / (median / 1000) / 1e9, matmulShare: ms['matrix products'] / total, loss,
   };
 }
@@ -141,10 +142,11 @@ export async function run(args: string[]): Promise<void> {
     return;
   }
   process.stdout.write(`train: backend ${be.name}, ${be.threads()} thread(s); matmul peak ${fmt(peak)} GFLOP/s (best square 256/512 product, this run); ` +
-    `mean of ${steps} steps after one warm-up; the machine is shared, timings are noisy\n\n`);
+    `median of ${steps} steps after one warm-up (best in brackets); the machine is shared, timings are noisy\n\n`);
   const header = ['configuration', 'params', 'batch x seq', 'ms/step', 'tokens/s', 'GFLOP/s', 'of peak', 'in matmul', 'vs jax-js 881'];
   const table = rows.map((r) => [
-    r.name, `${(r.params / 1e6).toFixed(2)}M`, `${r.batch} x ${r.seqLen}`, fmt(r.msPerStep, 0), fmt(r.tokPerSec, 0), fmt(r.gflops, 1),
+    r.name, `${(r.params / 1e6).toFixed(2)}M`, `${r.batch} x ${r.seqLen}`, `${fmt(r.msPerStep, 0)} (${fmt(r.bestMs, 0)})`,
+    `${fmt(r.tokPerSec, 0)} (${fmt((r.batch * r.seqLen) / (r.bestMs / 1000), 0)})`, fmt(r.gflops, 1),
     `${fmt((100 * r.gflops) / peak, 0)}%`, `${fmt(100 * r.matmulShare, 0)}%`, r.name.startsWith('4.3M') ? `${fmt(r.tokPerSec / jaxjs, 2)}x (goal 3x)` : '',
   ]);
   process.stdout.write(formatTable(header, table));
