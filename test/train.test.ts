@@ -320,7 +320,7 @@ test('CLI: LoRA fine-tune exports a merged model of the base architecture', asyn
   assert.equal((await cli(['train', 'pretrain', '--data', data, '--out', base, '--steps', '2', '--batch', '2', '--seq-len', '16', '--eval-every', '0'])).code, 0);
   const out = path.join(dir, 'ft');
   const r = await cli(['train', 'finetune', '--model', base, '--data', data, '--out', out, '--steps', '3', '--batch', '2', '--seq-len', '32',
-    '--lora-rank', '4', '--train', 'embed,norm', '--lr', '1e-2', '--eval-every', '0']);
+    '--lora-rank', '4', '--train', 'embed,norm', '--lr', '1e-2', '--eval-every', '0', '--synthetic-share', '0']);
   assert.equal(r.code, 0, r.stderr);
   const s = JSON.parse(r.stdout);
   assert.ok(s.trainable < s.parameters);

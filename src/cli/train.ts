@@ -76,6 +76,7 @@ const COMMON: Record<string, FlagSpec> = {
   threads: { kind: 'int', min: 1, help: 'kernel threads (default: the backend chooses)' },
   'save-dtype': { kind: 'string', choices: ['F32', 'BF16', 'F16'], default: 'F32', help: 'dtype of the exported model.safetensors' },
   tokenizer: { kind: 'string', help: "tokenizer folder copied next to the model (default: the dataset's, from its manifest)" },
+  'synthetic-share': { kind: 'number', min: 0, max: 1, help: "share of windows from the dataset's synthetic retrieval split (default: the manifest's)" },
   help: { kind: 'bool', default: false, help: 'show this help' },
 };
 
@@ -162,12 +163,12 @@ interface Data {
   share: number;
 }
 
-function readData(dir: string): Data {
+function readData(dir: string, shareFlag: number | undefined): Data {
   const manifest = readTokenManifest(dir);
   const train = readTokenSplit(dir, 'train', manifest);
   const val = manifest.splits.val ? readTokenSplit(dir, 'val', manifest) : null;
   const syn = manifest.synthetic as { split?: unknown; share?: unknown } | undefined;
-  const share = typeof syn?.share === 'number' ? syn.share : 0;
+  const share = shareFlag ?? (typeof syn?.share === 'number' ? syn.share : 0);
   const synName = typeof syn?.split === 'string' ? syn.split : 'synthetic';
   const synthetic = share > 0 && manifest.splits[synName] ? readTokenSplit(dir, synName, manifest) : null;
   if (share > 0 && !synthetic) throw new Error(`${dir}: the manifest asks for a synthetic share of ${share} but has no split "${synName}"`);
@@ -213,7 +214,7 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   const dataDir = requireString(flags, 'data', kind);
-  const data = readData(dataDir);
+  const data = readData(dataDir, flags['synthetic-share'] as number | undefined);
   const manifestTok = (data.manifest.tokenizer as { dir?: unknown } | undefined)?.dir;
   const tokenizerDir = (flags.tokenizer as string | undefined) ?? (typeof manifestTok === 'string' ? manifestTok : null);
 
