@@ -12,6 +12,8 @@ const commands: Record<string, Command> = {
   tokenizer: { summary: 'train the byte-level BPE tokenizer on the book corpus', load: () => import('./tokenizer.js') },
   data: { summary: 'build the book corpus and write train/val/test token files', load: () => import('./data.js') },
   train: { summary: 'pretrain or fine-tune (LoRA, parameter groups) with checkpoints and --resume', load: () => import('./train.js') },
+  eval: { summary: 'evaluate policies: perplexity protocol, passkey and needle grids, results page', load: () => import('./eval.js') },
+  bench: { summary: 'benchmark decode time per token and cache bytes against context, per policy', load: () => import('./bench.js') },
 };
 
 function usage(): string {
