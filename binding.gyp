@@ -5,6 +5,7 @@
       "sources": [
         "src/kernels/native/addon.cc",
         "src/kernels/native/attention.cc",
+        "src/kernels/native/dct.cc",
         "src/kernels/native/gemm.cc",
         "src/kernels/native/ops.cc",
         "src/kernels/native/pool.cc"

@@ -12,6 +12,9 @@ export { loadTokenizer, byteLevelTokenizerJson, saveTokenizer, type Tokenizer } 
 export { renderChat, DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_TEMPLATE_NAME, type ChatMessage } from './model/chat.js';
 export { loadGguf, writeGguf, GgufFile } from './model/gguf.js';
 export { writeFileAtomic, writeJsonAtomic } from './util/atomic.js';
+export { dct2, dct3, dctMatrix, type DctMethod } from './dsp/dct.js';
+export { freqCompress, freqCompressTranspose, freqOperatorMatrix, type FreqOptions, type FreqKeep, type FreqScaling, type FreqMethod } from './dsp/freqkv-op.js';
+export { FreqKVBuffer, type FreqKVBufferOptions } from './cache/freqkv-buffer.js';
 export { forward, forwardNll, type ForwardOptions } from './model/forward.js';
 export { ropeInvFreq } from './model/rope.js';
 export { FullCache, type FullCacheOptions } from './cache/full.js';

@@ -238,7 +238,7 @@ static FK_BINDING(SetSimd) {
 }
 
 // Bindings defined in other files of this folder (one declaration each).
-// FK_BINDING(Dct);  // dct.cc: dct(out, x, n, channels, inverse)
+FK_BINDING(Dct);  // dct.cc: dct(out, x, n, channels, inverse)
 
 struct Export {
   const char* name;
@@ -260,7 +260,7 @@ static const Export kExports[] = {
     {"setThreads", SetThreads},
     {"simd", Simd},
     {"setSimd", SetSimd},
-    // {"dct", Dct},
+    {"dct", Dct},
 };
 
 static napi_value Init(napi_env env, napi_value exports) {
