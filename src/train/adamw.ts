@@ -48,10 +48,13 @@ export class AdamW {
 /** The per-element update over one parameter tensor, gradient g·gs (c1, c2: the bias corrections 1/(1−β^t)). */
 export function adamwUpdate(w: Float32Array, g: Float32Array, gs: number, m: Float32Array, v: Float32Array, lr: number, b1: number, b2: number, eps: number, wd: number, c1: number, c2: number): void {
   const shrink = 1 - lr * wd;
+  const a1 = 1 - b1, a2 = 1 - b2, step = lr * c1;
   for (let i = 0; i < w.length; i++) {
     const gi = g[i] * gs;
-    const mi = (m[i] = b1 * m[i] + (1 - b1) * gi);
-    const vi = (v[i] = b2 * v[i] + (1 - b2) * gi * gi);
-    w[i] = w[i] * shrink - (lr * mi * c1) / (Math.sqrt(vi * c2) + eps);
+    const mi = b1 * m[i] + a1 * gi;
+    const vi = b2 * v[i] + a2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] * shrink - (step * mi) / (Math.sqrt(vi * c2) + eps);
   }
 }

@@ -13,7 +13,7 @@
 //   att = attention(q, k, v) per sequence   (SequenceAttention keeps its own state)
 //   xm = x + att·Woᵀ                        keep att, xm
 //   xn2 = rmsnorm(xm)                       keep rstd2, xn2
-//   h = silu(xn2·Wgateᵀ) * xn2·Wupᵀ         keep gate, up, silu(gate) (h is recomputed)
+//   h = silu(xn2·Wgateᵀ) * xn2·Wupᵀ         keep gate, up, silu(gate), h
 //   x' = xm + h·Wdownᵀ
 // then logits = rmsnorm(x)·lm_headᵀ and mean cross-entropy, computed in row chunks so that
 // [N, vocab] is never held.
@@ -25,7 +25,7 @@ import { type AttentionFactory, causalAttention, type SequenceAttention } from '
 import { createLora, type LoraAdapter, type LoraSpec, type LoraTarget } from './lora.js';
 import {
   addBias, biasBackward, embeddingBackward, embeddingForward, rmsnormBackward, rmsnormForward,
-  multiply, scale, softmaxCrossEntropy, swigluBackward, swigluForward,
+  scale, softmaxCrossEntropy, swigluBackward, swigluForward,
 } from './ops.js';
 import { baseParams, type Param, type ParamGroup } from './params.js';
 
@@ -103,6 +103,7 @@ interface LayerActs {
   gate: Float32Array; // [N, ff]
   up: Float32Array;
   s: Float32Array; // silu(gate)
+  h: Float32Array; // s·up
 }
 
 interface LayerLinears {
@@ -156,7 +157,6 @@ export class TrainableModel {
   private readonly q: Float32Array; private readonly k: Float32Array; private readonly v: Float32Array;
   private readonly logits: Float32Array; // [HEAD_ROWS, vocab]
   private readonly xnScaled: Float32Array; // [HEAD_ROWS, d]
-  private readonly h: Float32Array; // SwiGLU output [N, ff], recomputed in the backward
   private readonly dRes: Float32Array; // [N, d] gradient of the residual stream
   private readonly dXn: Float32Array; // [N, d]
   private readonly dAtt: Float32Array; // [N, qDim]
@@ -213,7 +213,7 @@ export class TrainableModel {
     const f = (n: number) => new Float32Array(n);
     this.acts = Array.from({ length: c.nLayers }, () => ({
       x: f(N * d), rstd1: f(N), xn1: f(N * d), att: f(N * qDim), xm: f(N * d), rstd2: f(N), xn2: f(N * d),
-      gate: f(N * ff), up: f(N * ff), s: f(N * ff),
+      gate: f(N * ff), up: f(N * ff), s: f(N * ff), h: f(N * ff),
     }));
     this.inputs = new Int32Array(N);
     this.targets = new Int32Array(N);
@@ -223,7 +223,6 @@ export class TrainableModel {
     this.q = f(N * qDim); this.k = f(N * kvDim); this.v = f(N * kvDim);
     this.logits = f(Math.min(N, HEAD_ROWS) * V);
     this.xnScaled = f(Math.min(N, HEAD_ROWS) * d);
-    this.h = f(N * ff);
     this.dRes = f(N * d); this.dXn = f(N * d); this.dAtt = f(N * qDim);
     this.dq = f(N * qDim); this.dk = f(N * kvDim); this.dv = f(N * kvDim);
     this.dH = f(N * ff); this.dGate = f(N * ff); this.dUp = f(N * ff);
@@ -292,9 +291,9 @@ export class TrainableModel {
       rmsnormForward(A.xn2, A.rstd2, A.xm, this.norms[l].mlp.data, N, d, c.rmsNormEps);
       L.gate.forward(A.gate, A.xn2, N, false);
       L.up.forward(A.up, A.xn2, N, false);
-      swigluForward(this.be, this.h, A.s, A.gate, A.up, N * ff);
+      swigluForward(this.be, A.h, A.s, A.gate, A.up, N * ff);
       next.set(A.xm);
-      L.down.forward(next, this.h, N, true);
+      L.down.forward(next, A.h, N, true);
     }
     rmsnormForward(this.xnF, this.rstdF, this.xFinal, this.finalNorm.data, N, d, c.rmsNormEps);
   }
@@ -349,8 +348,7 @@ export class TrainableModel {
       const A = this.acts[l];
       const L = this.lin[l];
       // MLP block: x' = xm + down(h)
-      multiply(this.h, A.s, A.up, N * ff); // recompute h = silu(gate)·up
-      L.down.backward(this.dH, dRes, this.h, N, false);
+      L.down.backward(this.dH, dRes, A.h, N, false);
       swigluBackward(this.dGate, this.dUp, this.dH, A.gate, A.up, A.s, N * ff);
       L.gate.backward(this.dXn, this.dGate, A.xn2, N, false);
       L.up.backward(this.dXn, this.dUp, A.xn2, N, true);
