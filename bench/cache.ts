@@ -22,6 +22,7 @@ import { getBackend } from '../src/kernels/index.js';
 import { createCache } from '../src/cache/factory.js';
 import { FreqKVCache } from '../src/cache/freqkv.js';
 import type { KVCache } from '../src/cache/types.js';
+import type { PositionMode } from '../src/cache/evict.js';
 import { forward } from '../src/model/forward.js';
 import { randomArray, randomModel, rng } from '../src/model/random.js';
 import type { Model } from '../src/model/types.js';
@@ -38,6 +39,7 @@ const flags: Record<string, FlagSpec> = {
   decode: { kind: 'int', default: 16, min: 1, help: 'decode steps timed at each context' },
   layers: { kind: 'int', default: 12, min: 1, help: 'transformer layers (fewer for a quick look)' },
   'cache-size': { kind: 'int', default: 2048, min: 16, help: 'cache size N (freqkv, window) and budget (h2o, snapkv, tova)' },
+  positions: { kind: 'string', default: 'slot', choices: ['slot', 'original'], help: 'positions of the eviction policies (slot re-rotates moved keys every step)' },
   'share-context': { kind: 'int', default: 32768, min: 0, help: 'context where the FreqKV compression share is measured over one compression period; 0 = skip' },
   quick: { kind: 'bool', default: false, help: 'a small run: 2 layers, contexts 1K and 4K, cache size 512, 4 decode steps, share at 4K' },
   threads: { kind: 'int', min: 1, help: 'kernel threads (default: the backend chooses)' },
@@ -95,10 +97,10 @@ const median = (a: number[]) => {
 };
 const mean = (a: number[]) => a.reduce((x, y) => x + y, 0) / a.length;
 
-function makeCache(model: Model, policy: string, size: number): KVCache {
+function makeCache(model: Model, policy: string, size: number, positions: PositionMode): KVCache {
   if (policy === 'full') return createCache(model.config, { policy });
   if (policy === 'freqkv') return createCache(model.config, { policy, cacheSize: size, sinks: 4, retain: 0.5 });
-  return createCache(model.config, { policy, budget: size, sinks: 4 });
+  return createCache(model.config, { policy, budget: size, sinks: 4, positions });
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -129,7 +131,7 @@ export async function run(args: string[]): Promise<void> {
   const next = rng(7);
   for (const policy of f.policies as string[]) {
     for (const context of contexts) {
-      const cache = makeCache(model, policy, size);
+      const cache = makeCache(model, policy, size, f.positions as PositionMode);
       const fill = EVICTION.has(policy) ? Math.min(context, size + 256) : context;
       const t0 = performance.now();
       fillCache(cache, fill);
@@ -145,7 +147,7 @@ export async function run(args: string[]): Promise<void> {
   // FreqKV's compression share: decode one whole compression period from shareContext
   let share: { context: number; tokens: number; compressions: number; compressMs: number; totalMs: number; share: number } | null = null;
   if (shareContext > 0 && (f.policies as string[]).includes('freqkv')) {
-    const cache = makeCache(model, 'freqkv', size) as FreqKVCache;
+    const cache = makeCache(model, 'freqkv', size, 'slot') as FreqKVCache;
     fillCache(cache, shareContext);
     const period = cache.cacheSize - cache.sinks - cache.blockSize;
     const c0 = cache.compressSeconds;
@@ -172,13 +174,13 @@ export async function run(args: string[]): Promise<void> {
     }));
     await writeFileAtomic(f.svg as string, lineChart(series, { title: `Decode time per token (${layers} layers, cache ${size})`, xLabel: 'context (tokens)', yLabel: 'ms per token (median)', logX: true, logY: true }));
   }
-  const meta = { layers, hiddenSize: config.hiddenSize, nHeads: config.nHeads, nKVHeads: config.nKVHeads, headDim: config.headDim, cacheSize: size, decodeSteps: steps, backend: backend.name, threads: backend.threads() };
+  const meta = { positions: f.positions, hiddenSize: config.hiddenSize, nHeads: config.nHeads, nKVHeads: config.nKVHeads, headDim: config.headDim, cacheSize: size, decodeSteps: steps, backend: backend.name, threads: backend.threads() };
   if (f.json) {
     process.stdout.write(JSON.stringify({ bench: 'cache', ...meta, rows, compressionShare: share, meanRatio: summary }, null, 2) + '\n');
     return;
   }
   const out: string[] = [];
-  out.push(`cache policies: ${layers}-layer model (hidden ${config.hiddenSize}, ${config.nHeads}/${config.nKVHeads} heads), cache size/budget ${size}, ${steps} decode steps per point, ${backend.name} kernels x${backend.threads()}`);
+  out.push(`cache policies: ${layers}-layer model (hidden ${config.hiddenSize}, ${config.nHeads}/${config.nKVHeads} heads), cache size/budget ${size}, ${f.positions} positions for eviction, ${steps} decode steps per point, ${backend.name} kernels x${backend.threads()}`);
   out.push('policy   context     seen  ms/token (median)  ms/token (mean)  MiB held  KiB/layer');
   for (const r of rows) {
     out.push(

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { referenceBackend } from '../src/kernels/reference.js';
 import { setBackend } from '../src/kernels/index.js';
 import type { CacheShape, KVCache } from '../src/cache/types.js';
-import { EvictionCache, type PositionMode, dropRows, lowestRows } from '../src/cache/evict.js';
+import { EvictionCache, type PositionMode, dropRows, dropRowsPerHead, lowestRows, ropeTable, rotateRows } from '../src/cache/evict.js';
 import { WindowCache } from '../src/cache/window.js';
 import { H2OCache } from '../src/cache/h2o.js';
 import { SnapKVCache, maxPool1d } from '../src/cache/snapkv.js';
@@ -182,7 +182,7 @@ test('bytes held stay flat over long streams once a fixed-size policy is full', 
   }
 });
 
-test('lowestRows and dropRows: lowest scores (older first on ties), order kept', () => {
+test('lowestRows, dropRows, dropRowsPerHead, rotateRows: the pieces of eviction', () => {
   const score = Float32Array.from([5, 1, 3, 1, 0, 9, 2]);
   const out = new Int32Array(3);
   lowestRows(score, 1, 0, 1, 7, 3, out);
@@ -193,6 +193,30 @@ test('lowestRows and dropRows: lowest scores (older first on ties), order kept',
   const buf = Int32Array.from([0, 10, 1, 11, 2, 12, 3, 13, 4, 14]);
   dropRows(buf, 2, 1, 1, 5, Int32Array.from([1, 3]), 2);
   assert.deepEqual(Array.from(buf.subarray(0, 10)), [0, 10, 1, 12, 2, 14, 3, 13, 4, 14]);
+  // all heads at once (runs with the same shift move as blocks) = head by head
+  const next = rng(5);
+  for (const drops of [[2, 5, 1, 7, 3, 4], [3, 8, 3, 8, 3, 8], [0, 1, 6, 9, 2, 3]]) {
+    const a = randomArray(10 * 6, 1, next);
+    const b = a.slice();
+    const drop = Int32Array.from(drops); // 3 heads x 2 victims
+    dropRowsPerHead(a, 10, 3, 2, drop, 2);
+    for (let h = 0; h < 3; h++) dropRows(b, 6, h * 2, 2, 10, drop.subarray(h * 2, h * 2 + 2), 2);
+    assert.deepEqual(a.subarray(0, 8 * 6), b.subarray(0, 8 * 6), `victims ${drops}`);
+  }
+  // table rotation = the reference kernel, bit for bit; a head range leaves the others alone
+  const x = randomArray(5 * 8, 1, next);
+  const want = x.slice();
+  referenceBackend.rope(want, 5, 2, 4, Int32Array.from([7, 8, 9, 10, 11]), shape.invFreq, false);
+  const got = new Float32Array(40);
+  rotateRows(got, x, 5, 2, 4, 7, ropeTable(shape.invFreq, 12));
+  assert.deepEqual(got, want);
+  const one = new Float32Array(40);
+  rotateRows(one, x, 5, 2, 4, 7, ropeTable(shape.invFreq, 12), 1, 2);
+  for (let r = 0; r < 5; r++) {
+    assert.deepEqual(one.subarray(r * 8, r * 8 + 4), new Float32Array(4));
+    assert.deepEqual(one.subarray(r * 8 + 4, r * 8 + 8), want.subarray(r * 8 + 4, r * 8 + 8));
+  }
+  assert.throws(() => rotateRows(got, x, 5, 2, 4, 8, ropeTable(shape.invFreq, 12)), /outside the table/);
   const pooled = new Float32Array(5);
   maxPool1d(pooled, Float32Array.from([0, 4, 0, 0, 1]), 1, 0, 5, 1);
   assert.deepEqual(Array.from(pooled), [4, 4, 4, 1, 1]);
@@ -230,7 +254,7 @@ test('h2o keeps the heavy hitters and the recent window', () => {
   assert.equal(tok.length, 10);
 });
 
-test('tova evicts the token with the lowest current attention', () => {
+test('tova evicts the token with the lowest current attention, summed over all heads', () => {
   const c = new TOVACache(shape, { budget: 6, sinks: 1 });
   for (let t = 0; t < 5; t++) stepWithScores(c, 1, () => 1);
   // query 5 gives token 3 the least attention: it goes when token 6 arrives
@@ -245,6 +269,21 @@ test('tova evicts the token with the lowest current attention', () => {
   assert.deepEqual(Array.from(c.heldTokens(1, 0)), [0, 1, 2, 5, 6, 8]);
   stepWithScores(c, 1, () => 1);
   assert.deepEqual(Array.from(c.heldTokens(0, 1)), [0, 1, 5, 6, 8, 9]);
+  // scores of all heads are summed: head 0 dislikes token 5, head 1 token 6 more strongly
+  c.begin(1);
+  for (let l = 0; l < shape.nLayers; l++) {
+    const view = c.append(l, new Float32Array(D), new Float32Array(D));
+    const tok = [...c.heldTokens(l, 0), 10];
+    tok.forEach((t, j) => {
+      view.scores![j] = t === 5 ? 0.2 : 1;
+      view.scores![view.n + j] = t === 6 ? 0 : 1;
+    });
+    c.attended(l, view);
+  }
+  c.end();
+  stepWithScores(c, 1, () => 1);
+  // token 1 went first (all tied); then the lowest sum (token 6: 1 against 1.2 for token 5) in every head
+  for (let h = 0; h < H; h++) assert.deepEqual(Array.from(c.heldTokens(1, h)), [0, 5, 8, 9, 10, 11]);
 });
 
 test('snapkv compresses an overflowing prompt by pooled window votes and gives the memory back', () => {

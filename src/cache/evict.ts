@@ -18,8 +18,9 @@
 //
 // Positions: 'slot' (default, as FreqKV): the row index is the position, so positions stay in
 // [0, budget-1]; keys are kept pre-RoPE and re-rotated from the first moved row whenever rows
-// move. 'original': each key is rotated once, at its index in the stream, and never again
-// (positions grow without bound; no pre-RoPE copy is kept).
+// move (an eviction shifts every later token down one position: up to budget x kvDim rotations
+// per step, the price of slot positions). 'original': each key is rotated once, at its index in
+// the stream, and never again (positions grow without bound; no pre-RoPE copy is kept).
 import type { Backend } from '../kernels/backend.js';
 import { getBackend } from '../kernels/index.js';
 import type { BytesHeld, CacheShape, KVCache, LayerView } from './types.js';
@@ -35,7 +36,7 @@ export interface EvictionOptions {
   sinks?: number;
   /** How held tokens are positioned (default 'slot'). */
   positions?: PositionMode;
-  /** Kernels for RoPE (default getBackend()). */
+  /** Kernels for RoPE at original positions (default getBackend()); slot positions use rotateRows. */
   backend?: Backend;
 }
 
@@ -103,6 +104,53 @@ export function dropRows(buf: Rows, rowLen: number, col: number, width: number, 
 }
 
 /**
+ * dropRows for every head at once on buf[n, heads*headDim] (keys, values), where head h drops
+ * rows drop[h*count .. (h+1)*count) (ascending): one pass over the rows, each head's slice
+ * moving up by the number of that head's victims above it. Runs of rows that every head moves
+ * by the same amount move as one block.
+ */
+export function dropRowsPerHead(buf: Float32Array, n: number, heads: number, headDim: number, drop: Int32Array, count: number): void {
+  const rowLen = heads * headDim;
+  const passed = new Int32Array(heads); // victims of head h at or above the current row
+  let first = n;
+  for (let h = 0; h < heads; h++) first = Math.min(first, drop[h * count]);
+  let runStart = -1; // rows [runStart, r) move up by runShift whole rows
+  let runShift = 0;
+  const flush = (end: number) => {
+    if (runStart >= 0) buf.copyWithin((runStart - runShift) * rowLen, runStart * rowLen, end * rowLen);
+    runStart = -1;
+  };
+  for (let r = first; r < n; r++) {
+    let victimHere = false;
+    let uniform = true;
+    for (let h = 0; h < heads; h++) {
+      if (passed[h] < count && drop[h * count + passed[h]] === r) victimHere = true;
+      if (passed[h] !== passed[0]) uniform = false;
+    }
+    if (uniform && !victimHere) {
+      if (runStart < 0 || runShift !== passed[0]) {
+        flush(r);
+        runStart = r;
+        runShift = passed[0];
+      }
+      continue;
+    }
+    flush(r);
+    for (let h = 0; h < heads; h++) {
+      const k = passed[h];
+      if (k < count && drop[h * count + k] === r) {
+        passed[h] = k + 1;
+        continue;
+      }
+      if (k === 0) continue;
+      const src = r * rowLen + h * headDim;
+      buf.copyWithin(src - k * rowLen, src, src + headDim);
+    }
+  }
+  flush(n);
+}
+
+/**
  * Writes into out[0..count) the rows j in [from, to) with the lowest score[j*stride + col],
  * the older row first on ties; returns them in ascending order.
  */
@@ -143,26 +191,26 @@ export function ropeTable(invFreq: Float32Array, rows: number): RopeTable {
 
 /**
  * dst rows [0, rows) = src rows rotated to positions first, first+1, ... (rotate_half RoPE, as
- * Backend.rope), both [rows, heads*headDim]; dst may alias src. Slot-mode keys are re-rotated
+ * Backend.rope), both [rows, heads*headDim]; dst may alias src; only heads [headFrom, headTo). Slot-mode keys are re-rotated
  * after every eviction, so this uses a table instead of a sine per element; the arithmetic is
  * the reference kernel's (float64 angles and products), so the results are bit-identical to it.
  */
-export function rotateRows(dst: Float32Array, src: Float32Array, rows: number, heads: number, headDim: number, first: number, table: RopeTable): void {
+export function rotateRows(dst: Float32Array, src: Float32Array, rows: number, heads: number, headDim: number, first: number, table: RopeTable, headFrom = 0, headTo = heads): void {
   const half = headDim / 2;
   if (first < 0 || first + rows > table.rows) throw new RangeError(`rotateRows: positions [${first}, ${first + rows}) outside the table's [0, ${table.rows})`);
   const { cos, sin } = table;
   const width = heads * headDim;
   for (let r = 0; r < rows; r++) {
     const t = (first + r) * half;
-    const row = r * width;
-    for (let i = 0; i < half; i++) {
-      const c = cos[t + i];
-      const s = sin[t + i];
-      for (let o = row + i; o < row + width; o += headDim) {
-        const x0 = src[o];
-        const x1 = src[o + half];
-        dst[o] = x0 * c - x1 * s;
-        dst[o + half] = x1 * c + x0 * s;
+    for (let h = headFrom; h < headTo; h++) {
+      const o = r * width + h * headDim;
+      for (let i = 0; i < half; i++) {
+        const c = cos[t + i];
+        const s = sin[t + i];
+        const x0 = src[o + i];
+        const x1 = src[o + i + half];
+        dst[o + i] = x0 * c - x1 * s;
+        dst[o + i + half] = x1 * c + x0 * s;
       }
     }
   }
@@ -336,7 +384,6 @@ export abstract class EvictionCache implements KVCache {
     if (count > n - this.sinks) throw new Error(`${this.policy}: cannot evict ${count} of ${n} rows with ${this.sinks} sinks`);
     const drop = (this.victimsBuf = scratchOf(this.victimsBuf, H * count)); // [H, count]
     for (const L of this.layers) {
-      let firstMoved = n;
       let sameForAll = true;
       for (let h = 0; h < H; h++) {
         const dh = drop.subarray(h * count, (h + 1) * count);
@@ -347,7 +394,6 @@ export abstract class EvictionCache implements KVCache {
           }
           if (dh[i] !== drop[i]) sameForAll = false;
         }
-        firstMoved = Math.min(firstMoved, dh[0]);
       }
       // slot mode re-rotates every moved row from its pre-RoPE copy, so kRot need not move
       const moved = [L.kRaw ?? L.kRot, L.v];
@@ -356,24 +402,27 @@ export abstract class EvictionCache implements KVCache {
         dropRows(L.origin, H, 0, H, n, drop, count);
         if (L.score) dropRows(L.score, H, 0, H, n, drop, count);
       } else {
+        for (const buf of moved) dropRowsPerHead(buf, n, H, hd, drop, count);
         for (let h = 0; h < H; h++) {
           const dh = drop.subarray(h * count, (h + 1) * count);
-          for (const buf of moved) dropRows(buf, D, h * hd, hd, n, dh, count);
           dropRows(L.origin, H, h, 1, n, dh, count);
           if (L.score) dropRows(L.score, H, h, 1, n, dh, count);
         }
       }
-      if (L.kRaw) this.rotateSlots(L, firstMoved, n - count);
+      // slot positions: each head's rows from its first victim on moved up; rotate them again
+      if (L.kRaw && sameForAll) this.rotateSlots(L, drop[0], n - count);
+      else if (L.kRaw) for (let h = 0; h < H; h++) this.rotateSlots(L, drop[h * count], n - count, h);
     }
     this.rowCount = n - count;
   }
 
   /** Slot positions: rows [from, to) of kRot = their pre-RoPE copy rotated to positions from..to-1. */
-  private rotateSlots(L: EvictLayer, from: number, to: number): void {
+  private rotateSlots(L: EvictLayer, from: number, to: number, head?: number): void {
     if (from >= to || !L.kRaw) return;
     if (this.table.rows < to) this.table = ropeTable(this.shape.invFreq, Math.max(to, Math.min(2 * this.table.rows, this.maxRows())));
     const D = this.kvDim;
-    rotateRows(L.kRot.subarray(from * D, to * D), L.kRaw.subarray(from * D, to * D), to - from, this.nKVHeads, this.shape.headDim, from, this.table);
+    const [h0, h1] = head === undefined ? [0, this.nKVHeads] : [head, head + 1];
+    rotateRows(L.kRot.subarray(from * D, to * D), L.kRaw.subarray(from * D, to * D), to - from, this.nKVHeads, this.shape.headDim, from, this.table, h0, h1);
   }
 
   private grow(L: EvictLayer, rows: number): void {
