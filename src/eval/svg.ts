@@ -199,7 +199,7 @@ export function heatMap(values: number[][], opts: HeatMapOptions): string {
   const labelW = 8 + 7 * Math.max(...opts.rowLabels.map((l) => l.length));
   const top = (opts.title ? 34 : 10) + 20;
   const left = labelW;
-  const W = left + cols * cw + 90;
+  const W = Math.max(left + cols * cw + 90, opts.title ? 7 * opts.title.length + 20 : 0);
   const Hh = Math.max(top + rows * ch + 16, top + 140);
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${Hh}" viewBox="0 0 ${W} ${Hh}">`);
