@@ -14,6 +14,7 @@ const commands: Record<string, Command> = {
   train: { summary: 'pretrain or fine-tune (LoRA, parameter groups) with checkpoints and --resume', load: () => import('./train.js') },
   eval: { summary: 'evaluate policies: perplexity protocol, passkey and needle grids, results page', load: () => import('./eval.js') },
   bench: { summary: 'benchmark decode time per token and cache bytes against context, per policy', load: () => import('./bench.js') },
+  inspect: { summary: "inspect a model's KV cache (spectrum: energy in the low DCT frequencies)", load: () => import('./inspect.js') },
 };
 
 function usage(): string {
