@@ -59,6 +59,11 @@ export function loadNativeBackend(): NativeBackend | null {
   }
 }
 
+/** A valid dimension: a non-negative integer. Each method first tests its arguments with this
+ * and plain length comparisons (cheap: tiny calls are frequent) and only on failure runs the
+ * full checks, which build the messages (same as the reference kernels). */
+const isDim = (n: number): boolean => Number.isInteger(n) && n >= 0;
+
 function wrap(addon: Addon): NativeBackend {
   const nativeDct = addon.dct?.bind(addon);
   return {
@@ -72,6 +77,7 @@ function wrap(addon: Addon): NativeBackend {
     simd: () => addon.simd(),
     setSimd: (name) => addon.setSimd(name),
     copy(dst, src, n) {
+      if (isDim(n) && dst.length >= n && src.length >= n) return addon.copy(dst, src, n);
       checkDims({ n });
       checkLength('copy dst', dst, n, `[${n}]`);
       checkLength('copy src', src, n, `[${n}]`);
@@ -79,6 +85,9 @@ function wrap(addon: Addon): NativeBackend {
     },
 
     matmul(c: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number, opts: MatmulOptions = {}): void {
+      if (isDim(M) && isDim(N) && isDim(K) && c.length >= M * N && a.length >= M * K && b.length >= K * N) {
+        return addon.matmul(c, a, b, M, N, K, !!opts.transA, !!opts.transB, !!opts.accumulate);
+      }
       checkDims({ M, N, K });
       checkLength('matmul c', c, M * N, `[${M}, ${N}]`);
       checkLength('matmul a', a, M * K, opts.transA ? `[${K}, ${M}]` : `[${M}, ${K}]`);
@@ -87,6 +96,7 @@ function wrap(addon: Addon): NativeBackend {
     },
 
     matvec(y: Float32Array, w: Float32Array, x: Float32Array, rows: number, cols: number): void {
+      if (isDim(rows) && isDim(cols) && y.length >= rows && w.length >= rows * cols && x.length >= cols) return addon.matvec(y, w, x, rows, cols);
       checkDims({ rows, cols });
       checkLength('matvec y', y, rows, `[${rows}]`);
       checkLength('matvec w', w, rows * cols, `[${rows}, ${cols}]`);
@@ -95,6 +105,9 @@ function wrap(addon: Addon): NativeBackend {
     },
 
     rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, rows: number, dim: number, eps: number): void {
+      if (isDim(rows) && isDim(dim) && out.length >= rows * dim && x.length >= rows * dim && weight.length >= dim) {
+        return addon.rmsnorm(out, x, weight, rows, dim, eps);
+      }
       checkDims({ rows, dim });
       checkLength('rmsnorm out', out, rows * dim, `[${rows}, ${dim}]`);
       checkLength('rmsnorm x', x, rows * dim, `[${rows}, ${dim}]`);
@@ -103,6 +116,9 @@ function wrap(addon: Addon): NativeBackend {
     },
 
     rope(x: Float32Array, rows: number, heads: number, headDim: number, positions: Int32Array, invFreq: Float32Array, inverse: boolean): void {
+      if (isDim(rows) && isDim(heads) && isDim(headDim) && headDim % 2 === 0 && x.length >= rows * heads * headDim && positions.length >= rows && invFreq.length >= headDim / 2) {
+        return addon.rope(x, rows, heads, headDim, positions, invFreq, inverse);
+      }
       checkDims({ rows, heads, headDim });
       if (headDim % 2 !== 0) throw new RangeError(`rope headDim: expected an even number, got ${headDim}`);
       checkLength('rope x', x, rows * heads * headDim, `[${rows}, ${heads * headDim}]`);
@@ -112,18 +128,21 @@ function wrap(addon: Addon): NativeBackend {
     },
 
     softmax(x: Float32Array, rows: number, cols: number): void {
+      if (isDim(rows) && isDim(cols) && x.length >= rows * cols) return addon.softmax(x, rows, cols);
       checkDims({ rows, cols });
       checkLength('softmax x', x, rows * cols, `[${rows}, ${cols}]`);
       addon.softmax(x, rows, cols);
     },
 
     silu(x: Float32Array, n: number): void {
+      if (isDim(n) && x.length >= n) return addon.silu(x, n);
       checkDims({ n });
       checkLength('silu x', x, n, `[${n}]`);
       addon.silu(x, n);
     },
 
     swiglu(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+      if (isDim(n) && out.length >= n && gate.length >= n && up.length >= n) return addon.swiglu(out, gate, up, n);
       checkDims({ n });
       checkLength('swiglu out', out, n, `[${n}]`);
       checkLength('swiglu gate', gate, n, `[${n}]`);

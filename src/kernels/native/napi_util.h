@@ -34,11 +34,10 @@ inline bool throw_range(napi_env env, const std::string& msg) {
 template <typename T>
 inline bool get_typed(napi_env env, napi_value v, napi_typedarray_type want, const char* type_name, const char* name,
                       T** data, size_t* len) {
-  bool is = false;
-  napi_is_typedarray(env, v, &is);
   napi_typedarray_type type;
   void* p = nullptr;
-  if (is && napi_get_typedarray_info(env, v, &type, len, &p, nullptr, nullptr) == napi_ok && type == want) {
+  // napi_invalid_arg (and no pending exception) when v is not a typed array.
+  if (napi_get_typedarray_info(env, v, &type, len, &p, nullptr, nullptr) == napi_ok && type == want) {
     *data = static_cast<T*>(p);
     return true;
   }
