@@ -45,6 +45,10 @@ export const PRESETS: Record<string, { summary: string; config: Partial<LlamaCon
     summary: 'hidden 64, 2 layers, 4 heads (2 KV), context 64: for tests',
     config: { hiddenSize: 64, intermediateSize: 176, nLayers: 2, nHeads: 4, nKVHeads: 2, maxPositionEmbeddings: 64, tieWordEmbeddings: true },
   },
+  small: {
+    summary: 'hidden 256, 6 layers, 8 heads (2 KV, GQA), ff 704, context 256, tied: ~5.2M parameters; the shipped model',
+    config: { hiddenSize: 256, intermediateSize: 704, nLayers: 6, nHeads: 8, nKVHeads: 2, maxPositionEmbeddings: 256, tieWordEmbeddings: true },
+  },
   'bench-4m': {
     summary: 'hidden 256, 4 layers, 4 heads, ff 688, context 128, tied: ~4.2M parameters with a 4096 vocabulary',
     config: { hiddenSize: 256, intermediateSize: 688, nLayers: 4, nHeads: 4, nKVHeads: 4, maxPositionEmbeddings: 128, tieWordEmbeddings: true },
