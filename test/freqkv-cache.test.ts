@@ -309,3 +309,46 @@ test('svg helpers: line charts (log axes, gaps) and heat maps are complete docum
   assert.throws(() => lineChart([]), /at least one series/);
   assert.throws(() => lineChart([{ name: 'a', points: [[0, 1]] }], { logX: true }), /no finite positive values/);
 });
+
+test('ablations: rope "post" compresses the keys rotated at their arrival slots and never re-rotates; keep/scaling/rope reach the cache from policy variants', async () => {
+  const shape: CacheShape = { nLayers: 1, nKVHeads: 1, headDim: 4, invFreq: Float32Array.of(1, 0.1) };
+  const N = 10, S = 2, D = 4;
+  const r = rng(7);
+  const keys = Array.from({ length: N + 1 }, () => randomArray(D, 1, r));
+  const post = new FreqKVCache(shape, { cacheSize: N, sinks: S, retain: 0.5, rope: 'post' });
+  const pre = new FreqKVCache(shape, { cacheSize: N, sinks: S, retain: 0.5 });
+  for (const k of keys) for (const c of [post, pre]) step(c, 1, () => k, () => k);
+  assert.equal(post.compressions, 1);
+  // what post holds: rows rotated at slots 0..N-1, then rows S..N-1 compressed to L, then the new key at slot S+L
+  const rotated = new Float32Array(N * D);
+  keys.slice(0, N).forEach((k, i) => rotated.set(k, i * D));
+  referenceBackend.rope(rotated, N, 1, D, Int32Array.from({ length: N }, (_, i) => i), shape.invFreq, false);
+  const L = post.blockSize;
+  const block = freqCompress(rotated.subarray(S * D), N - S, D, L);
+  const held = post.rotatedKeys(0);
+  assert.deepEqual(Array.from(post.rawKeys(0)), Array.from(held), 'post: the buffer is what attention reads');
+  for (let i = 0; i < S * D; i++) assert.equal(held[i], rotated[i], 'post: sinks as rotated on arrival');
+  for (let i = 0; i < L * D; i++) assert.ok(Math.abs(held[S * D + i] - block[i]) < 1e-5, `post block[${i}]`);
+  // pre-RoPE differs once anything is compressed (the block is rotated at its new slots)
+  const preHeld = pre.rotatedKeys(0);
+  assert.ok(preHeld.some((x, i) => Math.abs(x - held[i]) > 1e-4), 'pre and post differ after a compression');
+  // values are the same under both
+  assert.deepEqual(Array.from(post.values(0)), Array.from(pre.values(0)));
+  // the session keeps the option
+  const restored = (await (await import("../src/cache/session.js")).restoreCache(post.save(), shape, "mem")) as FreqKVCache;
+  assert.equal(restored.rope, 'post');
+
+  const { policySpecs } = await import('../src/eval/policies.js');
+  const specs = policySpecs(['freqkv:keep=high:scaling=none', 'freqkv:rope=post', 'freqkv']);
+  assert.deepEqual(specs.map((s) => s.options), [
+    { policy: 'freqkv', keep: 'high', scaling: 'none' }, { policy: 'freqkv', rope: 'post' }, { policy: 'freqkv' },
+  ]);
+  const cfg = tinyConfig({ maxPositionEmbeddings: 16 });
+  const c = createCache(cfg, specs[0].options) as FreqKVCache;
+  assert.equal(c.keep, 'high');
+  assert.equal(c.scaling, 'none');
+  assert.throws(() => policySpecs(['freqkv:rope=sideways']), /rope must be pre or post/);
+  assert.throws(() => policySpecs(['h2o:keep=high']), /h2o does not take keep/);
+  assert.throws(() => createCache(cfg, { policy: 'window', rope: 'post' }), /does not take the option rope/);
+  assert.throws(() => new FreqKVCache(shape, { cacheSize: N, rope: 'x' as never }), /rope must be pre or post/);
+});

@@ -4,7 +4,8 @@ import type { Backend } from '../kernels/backend.js';
 import { ropeInvFreq } from '../model/rope.js';
 import type { LlamaConfig } from '../model/types.js';
 import { FullCache } from './full.js';
-import { FreqKVCache } from './freqkv.js';
+import { FreqKVCache, type FreqRope } from './freqkv.js';
+import type { FreqKeep, FreqScaling } from '../dsp/freqkv-op.js';
 import { type EvictionOptions, type PositionMode } from './evict.js';
 import { WindowCache } from './window.js';
 import { H2OCache } from './h2o.js';
@@ -24,6 +25,10 @@ export interface CacheOptions {
   sinks?: number;
   /** Retention ratio gamma in (0, 1) (FreqKV). */
   retain?: number;
+  /** FreqKV ablations: which frequencies are kept, the amplitude scaling, compression before or after RoPE. */
+  keep?: FreqKeep;
+  scaling?: FreqScaling;
+  rope?: FreqRope;
   /** Token budget (eviction policies). */
   budget?: number;
   /** Positions of held tokens after eviction: 'slot' (default) or 'original' (eviction policies). */
@@ -40,7 +45,7 @@ export function createCache(config: LlamaConfig, opts: CacheOptions = {}): KVCac
   const policy = opts.policy ?? 'full';
   switch (policy) {
     case 'full':
-      rejectOptions(policy, opts, ['cacheSize', 'sinks', 'retain', 'budget', 'positions']);
+      rejectOptions(policy, opts, ['cacheSize', 'sinks', 'retain', 'budget', 'positions', 'keep', 'scaling', 'rope']);
       return new FullCache(cacheShape(config), { backend: opts.backend });
     case 'freqkv':
       rejectOptions(policy, opts, ['budget', 'positions']);
@@ -48,6 +53,9 @@ export function createCache(config: LlamaConfig, opts: CacheOptions = {}): KVCac
         cacheSize: opts.cacheSize ?? config.maxPositionEmbeddings,
         sinks: opts.sinks,
         retain: opts.retain,
+        keep: opts.keep,
+        scaling: opts.scaling,
+        rope: opts.rope,
         backend: opts.backend,
       });
     case 'window':
@@ -65,7 +73,7 @@ export function createCache(config: LlamaConfig, opts: CacheOptions = {}): KVCac
 
 /** Eviction policies: the budget is `budget` or `cacheSize` (either names it; default the trained window). */
 function evictionOptions(policy: string, config: LlamaConfig, opts: CacheOptions): EvictionOptions {
-  rejectOptions(policy, opts, ['retain']);
+  rejectOptions(policy, opts, ['retain', 'keep', 'scaling', 'rope']);
   if (opts.budget !== undefined && opts.cacheSize !== undefined && opts.budget !== opts.cacheSize) {
     throw new Error(`cache policy "${policy}": budget (${opts.budget}) and cacheSize (${opts.cacheSize}) disagree; give one`);
   }

@@ -33,13 +33,24 @@ export interface FreqKVOptions {
   keep?: FreqKeep;
   scaling?: FreqScaling;
   method?: FreqMethod;
+  /**
+   * 'pre' (the method): keys are cached before RoPE and rotated to their slots, re-rotated after
+   * each compression. 'post' (the paper's failing ablation): each key is rotated once, at the slot
+   * it arrives in, and the buffer holds and compresses the rotated keys; compressed rows are never
+   * re-rotated, so they mix the phases of many positions. Positions stay below N either way, so
+   * the ablation isolates "compress rotated keys" from "positions beyond the window".
+   */
+  rope?: FreqRope;
   /** Kernels for RoPE and the operator (default getBackend()). */
   backend?: Backend;
 }
 
+export type FreqRope = 'pre' | 'post';
+
 const KEEPS: readonly FreqKeep[] = ['low', 'high'];
 const SCALINGS: readonly FreqScaling[] = ['amplitude', 'none', 'energy'];
 const METHODS: readonly FreqMethod[] = ['auto', 'dense', 'fft', 'backend'];
+const ROPES: readonly FreqRope[] = ['pre', 'post'];
 
 export class FreqKVCache implements KVCache {
   readonly policy = 'freqkv';
@@ -55,6 +66,7 @@ export class FreqKVCache implements KVCache {
   readonly keep: FreqKeep;
   readonly scaling: FreqScaling;
   readonly method: FreqMethod;
+  readonly rope: FreqRope;
   private seenCount = 0;
   private rowCount = 0;
   private compressCount = 0;
@@ -84,6 +96,8 @@ export class FreqKVCache implements KVCache {
     this.keep = opts.keep ?? 'low';
     this.scaling = opts.scaling ?? 'amplitude';
     this.method = opts.method ?? 'auto';
+    this.rope = opts.rope ?? 'pre';
+    if (!ROPES.includes(this.rope)) throw new RangeError(`freqkv: rope must be pre or post, got ${String(this.rope)}`);
     if (!KEEPS.includes(this.keep)) throw new RangeError(`freqkv: keep must be low or high, got ${String(this.keep)}`);
     if (!SCALINGS.includes(this.scaling)) throw new RangeError(`freqkv: scaling must be amplitude, none or energy, got ${String(this.scaling)}`);
     if (!METHODS.includes(this.method)) throw new RangeError(`freqkv: method must be auto, dense, fft or backend, got ${String(this.method)}`);
@@ -148,7 +162,7 @@ export class FreqKVCache implements KVCache {
       this.vBufs[l].compress();
       const rot = this.rotated[l].subarray(S * D, (S + L) * D);
       rot.set(this.kBufs[l].view(S, S + L));
-      this.backend.rope(rot, L, this.shape.nKVHeads, this.shape.headDim, this.slots.subarray(S, S + L), this.shape.invFreq, false);
+      if (this.rope === 'pre') this.backend.rope(rot, L, this.shape.nKVHeads, this.shape.headDim, this.slots.subarray(S, S + L), this.shape.invFreq, false);
     }
     this.rowCount = S + L;
     this.compressCount++;
@@ -165,11 +179,11 @@ export class FreqKVCache implements KVCache {
     const n0 = this.length;
     if (this.kBufs[layer].length !== n0) throw new Error(`freqkv: layer ${layer} was already appended in this step`);
     const n = n0 + T;
-    this.kBufs[layer].appendRows(k.subarray(0, T * D));
-    this.vBufs[layer].appendRows(v.subarray(0, T * D));
     const rot = this.rotated[layer].subarray(n0 * D, n * D);
     rot.set(k.subarray(0, T * D));
     this.backend.rope(rot, T, this.shape.nKVHeads, this.shape.headDim, this.slots.subarray(n0, n), this.shape.invFreq, false);
+    this.kBufs[layer].appendRows(this.rope === 'pre' ? k.subarray(0, T * D) : rot);
+    this.vBufs[layer].appendRows(v.subarray(0, T * D));
     return { k: this.rotated[layer].subarray(0, n * D), v: this.vBufs[layer].view(0, n), n, scores: null, scoresFromQuery: 0 };
   }
 
@@ -192,7 +206,7 @@ export class FreqKVCache implements KVCache {
     return { perLayer, total: perLayer.reduce((a, b) => a + b, 0) + this.slots.byteLength };
   }
 
-  /** Pre-RoPE keys [length, kvDim] of a layer, as held ([sinks | block | tail]). */
+  /** Keys [length, kvDim] of a layer as held ([sinks | block | tail]): pre-RoPE (rotated under rope 'post'). */
   rawKeys(layer: number): Float32Array {
     return this.kBufs[layer].view(0, this.length);
   }
@@ -217,7 +231,7 @@ export class FreqKVCache implements KVCache {
     }
     return encodeState({
       policy: this.policy,
-      params: { cacheSize: this.cacheSize, sinks: this.sinks, retain: this.retain, keep: this.keep, scaling: this.scaling, method: this.method },
+      params: { cacheSize: this.cacheSize, sinks: this.sinks, retain: this.retain, keep: this.keep, scaling: this.scaling, method: this.method, rope: this.rope },
       counters: { seen: this.seen, length: this.length, compressions: this.compressions },
       shape: stateShape(this.shape),
       arrays,
@@ -232,6 +246,8 @@ export class FreqKVCache implements KVCache {
       keep: stateChoice(state, 'keep', KEEPS, source),
       scaling: stateChoice(state, 'scaling', SCALINGS, source),
       method: stateChoice(state, 'method', METHODS, source),
+      // sessions written before the rope option existed are 'pre'
+      rope: state.params.rope === undefined ? 'pre' : stateChoice(state, 'rope', ROPES, source),
     });
     const seen = stateNumber(state, 'counters', 'seen', source, 0);
     const length = stateNumber(state, 'counters', 'length', source, 0, Math.min(seen, cache.cacheSize));

@@ -1,11 +1,13 @@
 // Cache policies as an evaluation names them: "freqkv", or a variant with its own options,
-// "freqkv:retain=0.25:sinks=0" (ablations in one run). Shared flags (--cache-size, --sinks,
+// "freqkv:retain=0.25:sinks=0" or "freqkv:rope=post" (ablations in one run). Shared flags (--cache-size, --sinks,
 // --retain, --budget, --positions) go to every policy that understands them, so all bounded
 // policies hold the same number of entries unless told otherwise; a flag that no chosen policy
 // takes is an error rather than silently ignored.
 import type { Backend } from '../kernels/backend.js';
 import { CACHE_POLICIES, type CacheOptions, createCache } from '../cache/factory.js';
 import type { PositionMode } from '../cache/evict.js';
+import type { FreqRope } from '../cache/freqkv.js';
+import type { FreqKeep, FreqScaling } from '../dsp/freqkv-op.js';
 import type { KVCache } from '../cache/types.js';
 import type { LlamaConfig } from '../model/types.js';
 
@@ -15,6 +17,10 @@ export interface CacheFlags {
   retain?: number;
   budget?: number;
   positions?: PositionMode;
+  /** FreqKV ablations, per variant only ("freqkv:keep=high", ":scaling=none", ":rope=post"). */
+  keep?: FreqKeep;
+  scaling?: FreqScaling;
+  rope?: FreqRope;
 }
 
 export interface PolicySpec {
@@ -26,19 +32,25 @@ export interface PolicySpec {
 }
 
 const EVICTION = new Set(['window', 'h2o', 'snapkv', 'tova']);
-const KEYS: Record<string, keyof CacheFlags> = { 'cache-size': 'cacheSize', sinks: 'sinks', retain: 'retain', budget: 'budget', positions: 'positions' };
+const KEYS: Record<string, keyof CacheFlags> = {
+  'cache-size': 'cacheSize', sinks: 'sinks', retain: 'retain', budget: 'budget', positions: 'positions', keep: 'keep', scaling: 'scaling', rope: 'rope',
+};
+/** Options whose values are words, with the words allowed. */
+const CHOICES: Record<string, readonly string[]> = {
+  positions: ['slot', 'original'], keep: ['low', 'high'], scaling: ['amplitude', 'none', 'energy'], rope: ['pre', 'post'],
+};
 
 /** Which of the CacheFlags a policy takes. */
 export function flagsTakenBy(policy: string): (keyof CacheFlags)[] {
   if (policy === 'full') return [];
-  if (policy === 'freqkv') return ['cacheSize', 'sinks', 'retain'];
+  if (policy === 'freqkv') return ['cacheSize', 'sinks', 'retain', 'keep', 'scaling', 'rope'];
   if (EVICTION.has(policy)) return ['cacheSize', 'budget', 'sinks', 'positions'];
   return [];
 }
 
-function parseValue(item: string, key: string, raw: string): number | PositionMode {
-  if (key === 'positions') {
-    if (raw !== 'slot' && raw !== 'original') throw new Error(`policy "${item}": positions must be slot or original, got "${raw}"`);
+function parseValue(item: string, key: string, raw: string): number | string {
+  if (CHOICES[key]) {
+    if (!CHOICES[key].includes(raw)) throw new Error(`policy "${item}": ${key} must be ${CHOICES[key].join(' or ')}, got "${raw}"`);
     return raw;
   }
   const n = Number(raw);
@@ -79,7 +91,7 @@ export function policySpecs(items: readonly string[], shared: CacheFlags = {}): 
     const pick = <K extends keyof CacheFlags>(k: K): CacheFlags[K] => own[k] ?? (takes.includes(k) ? shared[k] : undefined);
     let options: CacheOptions = { policy };
     if (policy === 'freqkv') {
-      options = { policy, cacheSize: pick('cacheSize'), sinks: pick('sinks'), retain: pick('retain') };
+      options = { policy, cacheSize: pick('cacheSize'), sinks: pick('sinks'), retain: pick('retain'), keep: own.keep, scaling: own.scaling, rope: own.rope };
     } else if (EVICTION.has(policy)) {
       const budget = own.budget ?? shared.budget ?? own.cacheSize ?? shared.cacheSize;
       options = { policy, budget, sinks: pick('sinks'), positions: pick('positions') };
@@ -87,7 +99,9 @@ export function policySpecs(items: readonly string[], shared: CacheFlags = {}): 
     for (const k of Object.keys(options) as (keyof CacheOptions)[]) if (options[k] === undefined) delete options[k];
     specs.push({ label: item, policy, options });
   }
-  const flagName: Record<keyof CacheFlags, string> = { cacheSize: 'cache-size', sinks: 'sinks', retain: 'retain', budget: 'budget', positions: 'positions' };
+  const flagName: Record<keyof CacheFlags, string> = {
+    cacheSize: 'cache-size', sinks: 'sinks', retain: 'retain', budget: 'budget', positions: 'positions', keep: 'keep', scaling: 'scaling', rope: 'rope',
+  };
   for (const k of Object.keys(shared) as (keyof CacheFlags)[]) {
     if (shared[k] !== undefined && !used.has(k)) {
       throw new Error(`--${flagName[k]} is taken by none of the policies ${items.join(', ')}`);
