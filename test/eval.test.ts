@@ -346,3 +346,34 @@ test('TimedCache forwards the protocol and times begin()', () => {
   assert.ok(c.beginMs >= 0);
   assert.equal(c.bytes().total, inner.bytes().total);
 });
+
+test('results page: one combined perplexity table over runs on the same windows; commentary on top', async () => {
+  const { combinedPplTable, renderResultsPage } = await import('../src/eval/results-page.js');
+  const run = (model: string, fingerprint: string, cells: Record<string, Record<number, number>>) => ({
+    format: 'freqkv-eval', version: 1, kind: 'ppl', command: `freqkv eval ppl --model ${model}`, createdAt: '2026-12-04T00:00:00Z', elapsedSeconds: 1,
+    backend: 'reference', threads: 1, model: { path: model, summary: 'tiny', window: 16, fingerprint: model },
+    data: { source: 'data/test', documents: [{ name: 'a', tokens: 100 }], fingerprint },
+    protocol: { lengths: [16, 32], stride: 16, maxWindows: 2 },
+    policies: Object.keys(cells).map((label) => ({ label, policy: label, options: { policy: label } })),
+    rows: Object.entries(cells).flatMap(([policy, byT]) => Object.entries(byT).map(([T, ppl]) => ({
+      policy, length: Number(T), perplexity: ppl, meanNll: Math.log(ppl), windows: 2, windowsAvailable: 4, bytesHeld: 1, tokensPerEntry: 1,
+    }))),
+    complete: true,
+  });
+  const base = run('base', 'F', { full: { 16: 10, 32: 12 }, freqkv: { 16: 10, 32: 11 } });
+  const tuned = run('tuned', 'F', { freqkv: { 16: 9.5, 32: 9.75 } });
+  const other = run('other', 'G', { full: { 16: 1, 32: 1 } });
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const table = combinedPplTable([base, tuned, other] as any)!;
+  assert.match(table, /\| base \+ full \| 10\.00 \| 12\.00 \|/);
+  assert.match(table, /\| base \+ freqkv \| 10\.00 \| 11\.00 \|/);
+  assert.match(table, /\| tuned \+ freqkv \| 9\.50 \| 9\.75 \|/);
+  assert.doesNotMatch(table, /\| other \+/);
+  assert.match(table, /1 run\(s\) on other data/);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  assert.equal(combinedPplTable([base] as any), null);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const page = renderResultsPage([{ dir: 'x', result: base as any }, { dir: 'y', result: tuned as any }], { notes: '## What we saw\n\nhonest words' });
+  assert.ok(page.markdown.indexOf('honest words') < page.markdown.indexOf('## Perplexity'));
+  assert.match(page.markdown, /tuned \+ freqkv/);
+});

@@ -86,6 +86,7 @@ const NIAH_FLAGS: Record<string, FlagSpec> = {
 const REPORT_FLAGS: Record<string, FlagSpec> = {
   from: { kind: 'list', default: ['runs'], help: 'folders searched (recursively) for result.json files' },
   out: { kind: 'string', default: 'docs/results.md', help: 'the results page; its SVG plots go to <dir>/results/' },
+  notes: { kind: 'string', help: 'markdown file of commentary placed at the top of the page' },
   help: { kind: 'bool', default: false, help: 'show this help' },
 };
 
@@ -427,7 +428,10 @@ async function runReportCommand(argv: string[]): Promise<number> {
   if (!f) return 0;
   const roots = f.from as string[];
   for (const r of roots) if (!fs.existsSync(r)) throw new UsageError(`${cmd}: --from ${r}: no such folder`);
-  const page = await writeResultsPage(roots, f.out as string, { generatedBy: [commandLine(['eval', 'report', ...argv])] });
+  const notesFile = f.notes as string | undefined;
+  if (notesFile !== undefined && !fs.existsSync(notesFile)) throw new UsageError(`${cmd}: --notes ${notesFile}: no such file`);
+  const notes = notesFile === undefined ? undefined : fs.readFileSync(notesFile, 'utf8');
+  const page = await writeResultsPage(roots, f.out as string, { generatedBy: [commandLine(['eval', 'report', ...argv])], notes });
   process.stderr.write(`freqkv ${cmd}: wrote ${f.out as string} from ${page.results} result(s), ${page.assets} plot(s)\n`);
   return 0;
 }

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
-import { RESULT_FILE, RESULT_FORMAT, type ResultHeader, type ResultKind } from './output.js';
+import { markdownTable, RESULT_FILE, RESULT_FORMAT, type ResultHeader, type ResultKind } from './output.js';
 import { pplMemoryTable, pplTable, type PplResult } from './ppl.js';
 import { gridChartName, gridPolicyTable, gridSummaryTable, type GridResult } from './grid.js';
 import { benchTables, type BenchResult } from './bench.js';
@@ -66,6 +66,8 @@ export interface RenderedPage {
 export interface PageOptions {
   /** Commands that regenerate the page, quoted at its top. */
   generatedBy?: string[];
+  /** Hand-written commentary (markdown) placed after the header: what the numbers mean, where they differ from the paper. */
+  notes?: string;
   /** Folder for the plots, relative to the page (default "results"). */
   assetDir?: string;
 }
@@ -84,12 +86,17 @@ export function renderResultsPage(found: readonly FoundResult[], opts: PageOptio
   out.push('Generated from the result.json files of each run; do not edit by hand. To regenerate:', '');
   out.push('```sh', ...(opts.generatedBy ?? ['freqkv eval report --from runs --out docs/results.md']), '```', '');
   out.push('Each section quotes the command that produced it. Timings come from a shared machine and are noisy.', '');
+  if (opts.notes) out.push(opts.notes.trim(), '');
   if (found.length === 0) out.push('No results yet.', '');
   let lastKind: ResultKind | null = null;
   for (const { dir, result } of found) {
     if (result.kind !== lastKind) {
       out.push(`## ${KIND_TITLE[result.kind]}`, '');
       lastKind = result.kind;
+      if (result.kind === 'ppl') {
+        const combined = combinedPplTable(found.filter((f) => f.result.kind === 'ppl').map((f) => f.result as PplResult));
+        if (combined) out.push(combined, '');
+      }
     }
     const r = result;
     out.push(`### ${r.model.path} (${dir})`, '');
@@ -126,6 +133,29 @@ export function renderResultsPage(found: readonly FoundResult[], opts: PageOptio
     }
   }
   return { markdown: out.join('\n'), assets };
+}
+
+/**
+ * One table over several perplexity runs (rows: model + policy, columns: lengths), for the runs
+ * that scored the same data under the same protocol as the first run: different models (a base
+ * and its fine-tunes) then compare cell by cell, as in the paper's Table 1. Null with fewer than
+ * two such runs.
+ */
+export function combinedPplTable(results: readonly PplResult[]): string | null {
+  const first = results[0];
+  if (!first) return null;
+  const same = results.filter((r) => r.data.fingerprint === first.data.fingerprint && r.protocol.stride === first.protocol.stride && r.protocol.maxWindows === first.protocol.maxWindows);
+  if (same.length < 2) return null;
+  const lengths = [...new Set(same.flatMap((r) => r.protocol.lengths))].sort((a, b) => a - b);
+  const rows = same.flatMap((r) => r.policies.map((p) => [`${r.model.path} + ${p.label}`, ...lengths.map((T) => {
+    const x = r.rows.find((row) => row.policy === p.label && row.length === T);
+    return x && x.perplexity !== null ? x.perplexity.toFixed(2) : '-';
+  })]));
+  const left = results.length - same.length;
+  const note = `All ${same.length} runs below on the same windows (${first.data.source}, a window every ${first.protocol.stride} tokens` +
+    `${first.protocol.maxWindows === null ? '' : `, at most ${first.protocol.maxWindows} per length`})` +
+    `${left > 0 ? `; ${left} run(s) on other data or protocol are left out of this table` : ''}. Perplexity:`;
+  return `${note}\n\n${markdownTable(['model + policy', ...lengths.map(String)], rows, ['l'])}`;
 }
 
 /** Finds the results under `roots`, writes the page and copies its plots (each file atomically). */
