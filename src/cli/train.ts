@@ -21,6 +21,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { AdamW } from '../train/adamw.js';
 import type { AttentionFactory } from '../train/attention.js';
 import { causalAttention } from '../train/attention.js';
+import { freqkvAttention } from '../train/freqkv-attention.js';
 import { evenWindows, MixedWindowBatcher } from '../train/batcher.js';
 import { frozenChecksum, readCheckpointMeta, restoreCheckpoint, type TrainState } from '../train/checkpoint.js';
 import { initModel } from '../train/init.js';
@@ -32,11 +33,40 @@ import { SCHEDULES, type ScheduleKind } from '../train/schedule.js';
 import { tinyConfig } from '../model/random.js';
 
 /**
- * Fine-tuning methods: how one training sequence attends. 'full' is plain causal attention over
- * the whole sequence. Issue 7 adds 'freqkv' (the grouped compression schedule) here.
+ * Fine-tuning methods: how one training sequence attends. The hook runs before the training
+ * model is built and may adjust the config it is given (the model's own): the exported model
+ * carries that config, so inference uses what training used.
+ *   full:     plain causal attention over the whole sequence (full cache).
+ *   freqkv:   the FreqKV grouped schedule (FREQKV.md sections 2-3), compression in the gradient path.
+ *   longlora: full cache with positions interpolated into the window (LongLoRA's recipe): linear
+ *             RoPE scaling by T/N, set on the config so that invFreq and the exported
+ *             config.json's rope_scaling both carry it.
  */
 export const FINETUNE_METHODS: Record<string, { summary: string; attention: (config: LlamaConfig, flags: FlagValues) => AttentionFactory }> = {
   full: { summary: 'plain causal attention over the whole sequence (full cache)', attention: () => causalAttention },
+  freqkv: {
+    summary: 'FreqKV grouped schedule: sequences longer than --cache-size are compressed in the frequency domain inside the forward (and backward)',
+    attention: (config, flags) => {
+      const opts = { cacheSize: (flags['cache-size'] as number | undefined) ?? config.maxPositionEmbeddings, sinks: flags.sinks as number, retain: flags.retain as number };
+      try {
+        return freqkvAttention(opts);
+      } catch (err) {
+        throw new UsageError(`train finetune: ${(err as Error).message}`);
+      }
+    },
+  },
+  longlora: {
+    summary: "full cache, positions scaled by N/T (linear rope_scaling, factor T/N with N the model's context window) and written to the exported config",
+    attention: (config, flags) => {
+      const T = (flags['seq-len'] as number | undefined) ?? config.maxPositionEmbeddings;
+      const N = config.maxPositionEmbeddings;
+      if (T <= N) return causalAttention; // nothing to interpolate
+      const prior = config.ropeScaling;
+      if (prior && prior.type !== 'linear') throw new UsageError(`train finetune: --method longlora composes with linear rope_scaling only; the model has "${prior.type}"`);
+      config.ropeScaling = { type: 'linear', factor: (prior?.factor ?? 1) * (T / N) };
+      return causalAttention;
+    },
+  },
 };
 
 /** Model shapes for pretraining; vocabSize and bos/eos come from the dataset. */
@@ -100,11 +130,14 @@ const PRETRAIN: Record<string, FlagSpec> = {
 const FINETUNE: Record<string, FlagSpec> = {
   ...withDefaults({ steps: 200, lr: 2e-5, warmup: 20, schedule: 'constant', 'weight-decay': 0 }),
   model: { kind: 'string', help: 'model folder in Hugging Face layout to fine-tune (required)' },
-  method: { kind: 'string', default: 'full', choices: Object.keys(FINETUNE_METHODS), help: 'how a training sequence attends' },
+  method: { kind: 'string', default: 'full', choices: Object.keys(FINETUNE_METHODS), help: 'how a training sequence attends: full (causal, full cache), freqkv (FreqKV grouped compression), longlora (full cache, positions interpolated by N/T)' },
   'lora-rank': { kind: 'int', min: 0, default: 0, help: 'LoRA rank; 0 = no LoRA' },
   'lora-alpha': { kind: 'number', min: 0, help: 'LoRA alpha (default: 2 x rank)' },
   'lora-targets': { kind: 'list', choices: [...LORA_TARGETS], default: ['q', 'k', 'v', 'o'], help: 'projections that get LoRA adapters' },
   train: { kind: 'list', choices: [...PARAM_GROUPS, 'none'], help: 'fully trainable groups (default: all without LoRA, none with it)' },
+  'cache-size': { kind: 'int', min: 2, help: "--method freqkv: N, rows of a key set; longer sequences are compressed (default: the model's context window)" },
+  sinks: { kind: 'int', min: 0, default: 4, help: '--method freqkv: first tokens never compressed' },
+  retain: { kind: 'number', min: 0, max: 1, default: 0.5, help: '--method freqkv: gamma in (0, 1); each compression keeps floor((N - sinks) x gamma) rows' },
 };
 
 /** Flags that may change when resuming; every other one must match the checkpoint's. */
