@@ -139,12 +139,14 @@ export function renderResultsPage(found: readonly FoundResult[], opts: PageOptio
  * One table over several perplexity runs (rows: model + policy, columns: lengths), for the runs
  * that scored the same data under the same protocol as the first run: different models (a base
  * and its fine-tunes) then compare cell by cell, as in the paper's Table 1. Null with fewer than
- * two such runs.
+ * two such runs. Rows come in the order the runs were made.
  */
 export function combinedPplTable(results: readonly PplResult[]): string | null {
   const first = results[0];
   if (!first) return null;
-  const same = results.filter((r) => r.data.fingerprint === first.data.fingerprint && r.protocol.stride === first.protocol.stride && r.protocol.maxWindows === first.protocol.maxWindows);
+  const same = results
+    .filter((r) => r.data.fingerprint === first.data.fingerprint && r.protocol.stride === first.protocol.stride && r.protocol.maxWindows === first.protocol.maxWindows)
+    .sort((a, b) => a.createdAt.localeCompare(b.createdAt)); // in the order they were run: base model first
   if (same.length < 2) return null;
   const lengths = [...new Set(same.flatMap((r) => r.protocol.lengths))].sort((a, b) => a - b);
   const rows = same.flatMap((r) => r.policies.map((p) => [`${r.model.path} + ${p.label}`, ...lengths.map((T) => {
