@@ -47,3 +47,9 @@ export { saveCheckpoint, restoreCheckpoint, readCheckpointMeta, type CheckpointM
 export { MixedWindowBatcher, evenWindows, type Batcher } from './train/batcher.js';
 export { initModel } from './train/init.js';
 export { PARAM_GROUPS, type Param, type ParamGroup } from './train/params.js';
+export { KVDistill, greedyDecode, SCORER_GRADS, ADAPTOR_FORMAT, type KVDistillOptions, type DistillExample, type LossOptions, type LossResult, type ScorerGrad } from './kvdistill/distill.js';
+export { KVDistillCache, type CompressedContext } from './kvdistill/cache.js';
+export { selectTokens, keptCount, defaultScoreLayer, createScorer, DEFAULT_SINKS, type Scorer } from './kvdistill/scorer.js';
+export { mixedKl, DEFAULT_LAMBDA, type KlParts } from './kvdistill/loss.js';
+export { distillExample, DISTILL_KINDS, type DistillKind, type DistillDataOptions, type KindedExample } from './kvdistill/data.js';
+export { trainKVDistill, sampleRetention, type DistillTrainOptions, type StepRecord } from './kvdistill/train.js';

@@ -195,6 +195,7 @@ const restorers: Record<string, () => Promise<Restore>> = {
   snapkv: async () => (await import('./snapkv.js')).SnapKVCache.restore,
   tova: async () => (await import('./tova.js')).TOVACache.restore,
   freqkv: async () => (await import('./freqkv.js')).FreqKVCache.restore,
+  kvdistill: async () => (await import('../kvdistill/cache.js')).KVDistillCache.restore,
 };
 
 /** Registers a restore function for a policy defined elsewhere (e.g. the full cache). */

@@ -214,12 +214,13 @@ function readData(dir: string, shareFlag: number | undefined): Data {
 
 export async function run(argv: string[]): Promise<number> {
   const [kind, ...rest] = argv;
+  if (kind === 'kvdistill') return (await import('./kvdistill.js')).run(rest); // KV-Distill adaptor: its own loop
   if (kind !== 'pretrain' && kind !== 'finetune') {
     if (kind === undefined || kind === '--help' || kind === '-h') {
-      process.stdout.write(`usage: freqkv train pretrain|finetune [flags]   (freqkv train pretrain --help)\n`);
+      process.stdout.write(`usage: freqkv train pretrain|finetune|kvdistill [flags]   (freqkv train pretrain --help)\n`);
       return kind === undefined ? 2 : 0;
     }
-    throw new UsageError(`train: expected "pretrain" or "finetune", got "${kind}"`);
+    throw new UsageError(`train: expected "pretrain", "finetune" or "kvdistill", got "${kind}"`);
   }
   const specs = kind === 'pretrain' ? PRETRAIN : FINETUNE;
   let { flags, explicit } = parse(rest, specs, kind);
