@@ -53,3 +53,5 @@ export { selectTokens, keptCount, defaultScoreLayer, createScorer, DEFAULT_SINKS
 export { mixedKl, DEFAULT_LAMBDA, type KlParts } from './kvdistill/loss.js';
 export { distillExample, DISTILL_KINDS, type DistillKind, type DistillDataOptions, type KindedExample } from './kvdistill/data.js';
 export { trainKVDistill, sampleRetention, type DistillTrainOptions, type StepRecord } from './kvdistill/train.js';
+export { FrozenPrefixCache, ContextScores, h2oStreaming, freqkvCacheSize, kvRowBytes, type CompressedPrefix } from './kvdistill/baselines.js';
+export { runKVDistillEval, summarize as summarizeKVDistillEval, keepRows, scoreAnswer, EVAL_METHODS as KVDISTILL_EVAL_METHODS, type EvalMethodSpec, type KVDistillEvalResult, type UnitRecord as KVDistillUnitRecord } from './kvdistill/eval.js';

@@ -107,12 +107,15 @@ const ALL_FLAGS: Record<string, FlagSpec> = {
   help: RUN_FLAGS.help,
 };
 
-const USAGE = `usage: freqkv eval <ppl|passkey|niah|report|all> [flags]     (freqkv eval <sub> --help)
+const USAGE = `usage: freqkv eval <ppl|passkey|niah|kvdistill|report|all> [flags]     (freqkv eval <sub> --help)
 
   ppl      perplexity by the paper's protocol: windows of each length every --stride tokens of
            each test document, one grouped forward pass per window, several policies at once
   passkey  passkey retrieval accuracy over lengths x depths (greedy), heat map per policy
   niah     RULER-style needle tasks (single, multikey, multivalue, vt) in book haystacks
+  kvdistill
+           KV-Distill adaptors against H2O, SnapKV and FreqKV on held-out questions built from
+           the test books: exact match and answer-token KL against the full context
   report   regenerate the results page (docs/results.md) from result.json files
   all      perplexity + passkey (+ --extra niah,bench) into --out, then the results page
 `;
@@ -234,7 +237,7 @@ export function header(kind: ResultKind, words: readonly string[], t0: number, b
 }
 
 /** Ctrl-C stops the run after the unit in progress (state saved); a second Ctrl-C exits at once. */
-function interruptible(): { signal: AbortSignal; dispose: () => void } {
+export function interruptible(): { signal: AbortSignal; dispose: () => void } {
   const ac = new AbortController();
   const onInt = () => {
     if (ac.signal.aborted) process.exit(130);
@@ -245,7 +248,7 @@ function interruptible(): { signal: AbortSignal; dispose: () => void } {
   return { signal: ac.signal, dispose: () => process.removeListener('SIGINT', onInt) };
 }
 
-function openState<V>(cmd: string, out: string, kind: string, fingerprint: Record<string, unknown>, resume: boolean): EvalState<V> {
+export function openState<V>(cmd: string, out: string, kind: string, fingerprint: Record<string, unknown>, resume: boolean): EvalState<V> {
   fs.mkdirSync(out, { recursive: true });
   const file = path.join(out, STATE_FILE);
   if (resume && !fs.existsSync(file)) process.stderr.write(`freqkv ${cmd}: --resume: ${file} does not exist; starting a new run\n`);
@@ -493,6 +496,8 @@ export async function run(argv: string[]): Promise<number> {
       return runReportCommand(rest);
     case 'all':
       return runAllCommand(rest);
+    case 'kvdistill':
+      return (await import('./eval-kvdistill.js')).run(rest);
     case undefined:
     case '--help':
     case '-h':
@@ -500,6 +505,6 @@ export async function run(argv: string[]): Promise<number> {
       process.stdout.write(USAGE);
       return 0;
     default:
-      throw new UsageError(`eval: unknown subcommand "${sub}" (expected ppl, passkey, niah, report or all)\n\n${USAGE}`);
+      throw new UsageError(`eval: unknown subcommand "${sub}" (expected ppl, passkey, niah, kvdistill, report or all)\n\n${USAGE}`);
   }
 }

@@ -1,14 +1,21 @@
 // `freqkv generate`: load a Hugging Face model folder (or the shipped model), generate a
 // continuation of the prompt, stream it to stdout and report prefill and decode speed on stderr.
+// With --context/--context-file the context goes into the cache first (--policy kvdistill:
+// compressed once by a KV-Distill adaptor), optionally saved as a session (--save-session), and
+// the prompt (the question) is decoded after it; --session continues a saved cache instead.
 import * as fs from 'node:fs';
-import { type FlagSpec, UsageError, helpText, parseArgs } from './args.js';
-import { CACHE_POLICIES, type CacheOptions, createCache } from '../cache/factory.js';
+import { type FlagSpec, type FlagValues, UsageError, helpText, parseArgs } from './args.js';
+import { CACHE_POLICIES, type CacheOptions, cacheShape, createCache } from '../cache/factory.js';
 import { getBackend } from '../kernels/index.js';
 import { loadModel } from '../model/loader.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { DEFAULT_CHAT_TEMPLATE, DEFAULT_CHAT_TEMPLATE_NAME, type ChatMessage, renderChat } from '../model/chat.js';
 import { generate } from '../model/generate.js';
 import { SHIPPED_MODEL, findShippedModel, shippedModelDir } from '../model/shipped.js';
+import { loadSession, saveSession } from '../cache/session.js';
+import type { KVCache } from '../cache/types.js';
+import { forward } from '../model/forward.js';
+import { KVDistill } from '../kvdistill/distill.js';
 
 const COMMAND = 'generate';
 
@@ -24,12 +31,17 @@ export const flags: Record<string, FlagSpec> = {
   stop: { kind: 'list', help: 'stop when the text contains STR; repeatable or comma list; \\n \\t \\, \\\\ escapes' },
   'max-tokens': { kind: 'int', default: 256, min: 0, help: 'most new tokens' },
   threads: { kind: 'int', min: 1, help: 'kernel threads (default: the backend chooses)' },
-  policy: { kind: 'string', default: 'full', choices: [...CACHE_POLICIES], help: 'KV cache policy' },
+  policy: { kind: 'string', choices: [...CACHE_POLICIES, 'kvdistill'], help: 'KV cache policy (default full; kvdistill needs --adaptor, --retain and a context)' },
   'cache-size': { kind: 'int', min: 1, help: 'entries the cache may hold (bounded policies)' },
   sinks: { kind: 'int', min: 0, help: 'attention-sink tokens never compressed or evicted (bounded policies)' },
-  retain: { kind: 'number', min: 0, max: 1, help: 'retention ratio gamma (freqkv)' },
+  retain: { kind: 'number', min: 0, max: 1, help: 'retention ratio gamma (freqkv); kvdistill: the fraction of the context kept, in (0, 1]' },
   budget: { kind: 'int', min: 1, help: 'token budget (eviction policies; window also takes --cache-size)' },
   positions: { kind: 'string', choices: ['slot', 'original'], help: 'positions of held tokens after eviction: slot (0..budget-1) or original (eviction policies; default slot)' },
+  adaptor: { kind: 'string', help: 'KV-Distill adaptor file (with --policy kvdistill)' },
+  context: { kind: 'string', help: 'text put into the cache before the prompt (kvdistill: compressed once); the prompt is then the question' },
+  'context-file': { kind: 'string', help: 'as --context, read from a file' },
+  'save-session': { kind: 'string', help: 'save the cache holding the (compressed) context to FILE, before the prompt' },
+  session: { kind: 'string', help: 'continue a cache saved with --save-session (it holds the context and its policy)' },
   help: { kind: 'bool', default: false, help: 'show this help' },
 };
 
@@ -48,8 +60,11 @@ export async function run(argv: string[]): Promise<number> {
   if (f['top-p'] === 0) throw new UsageError(`${COMMAND}: --top-p expects a number in (0, 1], got 0`);
   if (f.system !== undefined && !f.chat) throw new UsageError(`${COMMAND}: --system needs --chat`);
   const prompt = positional[0] === '-' ? fs.readFileSync(0, 'utf8') : positional[0];
+  const policy = (f.policy as string | undefined) ?? 'full';
+  const contextText = readContext(f);
+  checkContextFlags(f, policy, contextText);
   const cacheOpts: CacheOptions = {
-    policy: f.policy as string,
+    policy,
     cacheSize: f['cache-size'] as number | undefined,
     sinks: f.sinks as number | undefined,
     retain: f.retain as number | undefined,
@@ -68,15 +83,45 @@ export async function run(argv: string[]): Promise<number> {
   const backend = getBackend();
   if (f.threads !== undefined) backend.setThreads(f.threads as number);
   const [model, tokenizer] = await Promise.all([loadModel(dir), loadTokenizer(dir)]);
-  let cache;
-  try {
-    cache = createCache(model.config, { ...cacheOpts, backend });
-  } catch (err) {
-    throw new UsageError(`${COMMAND}: ${(err as Error).message}`);
+  let cache: KVCache;
+  if (f.session !== undefined) {
+    try {
+      cache = await loadSession(f.session as string, cacheShape(model.config));
+    } catch (err) {
+      throw new UsageError(`${COMMAND}: --session: ${(err as Error).message}`);
+    }
+    if (f.policy !== undefined && f.policy !== cache.policy) throw new UsageError(`${COMMAND}: --session ${f.session as string} holds a "${cache.policy}" cache; --policy ${policy} disagrees`);
+  } else if (policy === 'kvdistill') {
+    let kd: KVDistill;
+    try {
+      kd = await KVDistill.load(f.adaptor as string, model, backend);
+    } catch (err) {
+      throw new UsageError(`${COMMAND}: --adaptor: ${(err as Error).message}`);
+    }
+    const ctx = Int32Array.from(tokenizer.encode(contextText!));
+    const t0 = performance.now();
+    cache = kd.compress(ctx, f.retain as number);
+    process.stderr.write(`kvdistill: context of ${ctx.length} tokens compressed to ${cache.length} rows per layer in ${((performance.now() - t0) / 1000).toFixed(2)} s\n`);
+  } else {
+    try {
+      cache = createCache(model.config, { ...cacheOpts, backend });
+    } catch (err) {
+      throw new UsageError(`${COMMAND}: ${(err as Error).message}`);
+    }
+    if (contextText !== undefined) forward(model, tokenizer.encode(contextText), cache, { backend });
+  }
+  const contextTokens = cache.seen;
+  if (f['save-session'] !== undefined) {
+    await saveSession(f['save-session'] as string, cache);
+    process.stderr.write(`saved the ${cache.policy} cache of ${contextTokens} context tokens (${cache.length} rows) to ${f['save-session'] as string}\n`);
   }
 
   let input: number[];
-  if (!f.chat) {
+  if (contextTokens > 0) {
+    // the question after a context: no BOS, and a space before it unless it starts with one (as mid-text words are tokenised)
+    input = tokenizer.encode(/^\s/.test(prompt) ? prompt : ' ' + prompt, { addSpecialTokens: false });
+    if (input.length === 0) throw new UsageError(`${COMMAND}: the prompt is empty`);
+  } else if (!f.chat) {
     input = tokenizer.encode(prompt); // with the tokenizer's special tokens (BOS)
   } else {
     let template = tokenizer.chatTemplate;
@@ -98,9 +143,9 @@ export async function run(argv: string[]): Promise<number> {
 
   const maxTokens = f['max-tokens'] as number;
   const json = f.json as boolean;
-  if (input.length + maxTokens > model.config.maxPositionEmbeddings && cache.policy === 'full') {
+  if (contextTokens + input.length + maxTokens > model.config.maxPositionEmbeddings && (cache.policy === 'full' || cache.policy === 'kvdistill')) {
     process.stderr.write(
-      `freqkv ${COMMAND}: note: ${input.length} prompt tokens + --max-tokens ${maxTokens} exceed the model's trained context ` +
+      `freqkv ${COMMAND}: note: ${contextTokens > 0 ? `${contextTokens} context tokens + ` : ''}${input.length} prompt tokens + --max-tokens ${maxTokens} exceed the model's trained context ` +
         `(${model.config.maxPositionEmbeddings}); a full cache then uses positions it was not trained on\n`,
     );
   }
@@ -142,6 +187,7 @@ export async function run(argv: string[]): Promise<number> {
       seed: result.seed,
       timings: t,
       cacheBytes: cache.bytes().total,
+      ...(contextTokens > 0 ? { contextTokens, cacheRows: cache.length } : {}),
     };
     process.stdout.write(JSON.stringify(out) + '\n');
   } else {
@@ -153,6 +199,43 @@ export async function run(argv: string[]): Promise<number> {
     );
   }
   return 0;
+}
+
+/** The --context text, or --context-file read; undefined when neither is given. */
+function readContext(f: FlagValues): string | undefined {
+  if (f.context !== undefined && f['context-file'] !== undefined) throw new UsageError(`${COMMAND}: give --context or --context-file, not both`);
+  const file = f['context-file'] as string | undefined;
+  if (f.context === undefined && file === undefined) return undefined;
+  let text: string;
+  try {
+    text = f.context !== undefined ? (f.context as string) : fs.readFileSync(file!, 'utf8');
+  } catch (err) {
+    throw new UsageError(`${COMMAND}: --context-file ${file}: ${(err as Error).message}`);
+  }
+  if (text.trim() === '') throw new UsageError(`${COMMAND}: --${f.context !== undefined ? 'context' : 'context-file'} is empty`);
+  return text;
+}
+
+/** Rejects flag combinations around --context, --session and --policy kvdistill, naming the flag. */
+export function checkContextFlags(f: FlagValues, policy: string, contextText: string | undefined): void {
+  const given = (k: string) => f[k] !== undefined;
+  if (given('session')) {
+    for (const k of ['context', 'context-file', 'adaptor', 'retain', 'cache-size', 'sinks', 'budget', 'positions', 'save-session']) {
+      if (given(k)) throw new UsageError(`${COMMAND}: --${k} cannot be combined with --session (the session already holds the context and its cache policy)`);
+    }
+  }
+  if (f.chat && (contextText !== undefined || given('session'))) throw new UsageError(`${COMMAND}: --chat cannot be combined with --context, --context-file or --session`);
+  if (given('save-session') && contextText === undefined) throw new UsageError(`${COMMAND}: --save-session needs --context or --context-file (it saves the cache holding the context, before the prompt)`);
+  if (policy === 'kvdistill') {
+    if (given('session')) return;
+    if (!given('adaptor')) throw new UsageError(`${COMMAND}: --policy kvdistill needs --adaptor FILE`);
+    if (contextText === undefined) throw new UsageError(`${COMMAND}: --policy kvdistill needs --context TEXT or --context-file FILE (or --session FILE)`);
+    const r = f.retain as number | undefined;
+    if (r === undefined || !(r > 0)) throw new UsageError(`${COMMAND}: --policy kvdistill needs --retain R, the fraction of the context kept, in (0, 1]`);
+    for (const k of ['cache-size', 'sinks', 'budget', 'positions']) if (given(k)) throw new UsageError(`${COMMAND}: --${k} is not an option of --policy kvdistill (the adaptor fixes its sinks; --retain sets the size)`);
+  } else if (given('adaptor')) {
+    throw new UsageError(`${COMMAND}: --adaptor needs --policy kvdistill`);
+  }
 }
 
 /**

@@ -9,7 +9,7 @@ export const RESULT_VERSION = 1;
 export const RESULT_FILE = 'result.json';
 export const STATE_FILE = 'state.json';
 
-export type ResultKind = 'ppl' | 'passkey' | 'niah' | 'bench-decode';
+export type ResultKind = 'ppl' | 'passkey' | 'niah' | 'bench-decode' | 'kvdistill';
 
 /** Fields every result.json carries. */
 export interface ResultHeader {

@@ -8,6 +8,7 @@ import { markdownTable, RESULT_FILE, RESULT_FORMAT, type ResultHeader, type Resu
 import { pplMemoryTable, pplTable, type PplResult } from './ppl.js';
 import { gridChartName, gridPolicyTable, gridSummaryTable, type GridResult } from './grid.js';
 import { benchTables, type BenchResult } from './bench.js';
+import { kvdSection, type KVDistillEvalResult } from '../kvdistill/eval.js';
 
 export interface FoundResult {
   /** Folder holding result.json (as found under the roots). */
@@ -15,12 +16,13 @@ export interface FoundResult {
   result: ResultHeader;
 }
 
-const KIND_ORDER: ResultKind[] = ['ppl', 'passkey', 'niah', 'bench-decode'];
+const KIND_ORDER: ResultKind[] = ['ppl', 'passkey', 'niah', 'bench-decode', 'kvdistill'];
 const KIND_TITLE: Record<ResultKind, string> = {
   ppl: 'Perplexity',
   passkey: 'Passkey retrieval',
   niah: 'Needle in a haystack (RULER-style)',
   'bench-decode': 'Decode speed and cache memory',
+  kvdistill: 'KV-Distill: compressed contexts against H2O, SnapKV and FreqKV',
 };
 
 /** Every result.json under the roots (recursively; hidden folders and node_modules skipped). */
@@ -123,6 +125,8 @@ export function renderResultsPage(found: readonly FoundResult[], opts: PageOptio
           out.push(image(dir, gridChartName(task, p.label), `${task} ${p.label}`), '');
         }
       }
+    } else if (r.kind === 'kvdistill') {
+      out.push(...kvdSection(r as KVDistillEvalResult, (file, alt) => image(dir, file, alt)));
     } else {
       const b = r as BenchResult;
       const t = benchTables(b);
