@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# THREADS=1 leaves the other core to a second job (scripts/kvdistill.sh).
 F="node bin/freqkv.js"
+TH=(); [ -n "${THREADS:-}" ] && TH=(--threads "$THREADS")
 M=${MODEL:-models/freqkv-tiny}
 R=${RUNS:-runs/results}
 if [ "${QUICK:-0}" = 1 ]; then
@@ -23,7 +25,7 @@ ev() { # ev <sub> <out> <flags...>
   local sub=$1 out=$2; shift 2
   if [ -f "$out/result.json" ]; then echo "results.sh: $out done" >&2; return; fi
   local resume=(); [ -f "$out/state.json" ] && resume=(--resume)
-  $F eval "$sub" --out "$out" "$@" "${resume[@]}"
+  $F eval "$sub" --out "$out" "$@" "${TH[@]}" "${resume[@]}"
 }
 
 # One fine-tune at twice the window: the FreqKV recipe of FREQKV.md section 3 scaled down
@@ -31,10 +33,10 @@ ev() { # ev <sub> <out> <flags...>
 ft() { # ft <out> <flags...>
   local out=$1; shift
   if [ -f "$out/train/checkpoint.safetensors" ]; then
-    $F train finetune --out "$out" --resume
+    $F train finetune --out "$out" --resume "${TH[@]}"
   else
     $F train finetune --model $M --data data --seq-len 512 --lora-rank 8 --lora-alpha 16 --train embed,norm \
-      --lr 5e-4 --warmup 10 --schedule constant --batch 8 --steps $STEPS --eval-every 50 --save-every 25 --out "$out" "$@"
+      --lr 5e-4 --warmup 10 --schedule constant --batch 8 --steps $STEPS --eval-every 50 --save-every 25 --out "$out" "${TH[@]}" "$@"
   fi
 }
 
@@ -60,4 +62,4 @@ ev passkey "$R/ft-longlora-passkey" --model "$R/ft-longlora" --policy full --len
 ev ppl "$R/ablations" --model "$R/ft-freqkv" --lengths $LEN --max-windows $W --policy \
   freqkv,freqkv:retain=0.25,freqkv:retain=0.75,freqkv:sinks=0,freqkv:scaling=none,freqkv:keep=high,freqkv:rope=post
 
-$F eval report --from "$R" --out docs/results.md --notes docs/results-notes.md
+$F eval report --from "$R" ${EXTRA_RESULTS:-} --out docs/results.md --notes docs/results-notes.md
