@@ -43,8 +43,12 @@ ft() { # ft <out> <flags...>
 [ -f data/manifest.json ] || $F data --tokenizer $M --out data
 
 # 1. The shipped model, training-free: perplexity by the paper's protocol and the passkey grid.
-ev ppl "$R/base-ppl" --model $M --policy full,window,freqkv,h2o --lengths $LEN --max-windows $W
-ev passkey "$R/base-passkey" --model $M --policy full,window,freqkv,h2o --lengths $LEN --depths $DEPTHS --trials $T
+#    (`freqkv eval all` is the one command for this: it writes base/ppl, base/passkey and a page.)
+if [ ! -f "$R/base/ppl/result.json" ] || [ ! -f "$R/base/passkey/result.json" ]; then
+  # --resume is safe on a fresh run (it starts one) and skips what a previous run finished
+  $F eval all --model $M --policy full,window,freqkv,h2o --lengths $LEN --max-windows $W --depths $DEPTHS --trials $T \
+    --out "$R/base" --page "$R/base/results.md" "${TH[@]}" --resume
+fi
 
 # 2. Fine-tunes at 512 tokens (twice the window): FreqKV with compression in the loop, and the
 #    LongLoRA-style full-cache baseline with positions interpolated into the window.
