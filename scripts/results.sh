@@ -6,6 +6,7 @@
 #
 #   bash scripts/results.sh            # everything
 #   RUNS=runs/x QUICK=1 bash scripts/results.sh   # a smoke test (minutes)
+#   EXTRA_RESULTS=runs/kvdistill bash scripts/results.sh   # the page also shows scripts/kvdistill.sh's results
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,4 +67,4 @@ ev passkey "$R/ft-longlora-passkey" --model "$R/ft-longlora" --policy full --len
 ev ppl "$R/ablations" --model "$R/ft-freqkv" --lengths $LEN --max-windows $W --policy \
   freqkv,freqkv:retain=0.25,freqkv:retain=0.75,freqkv:sinks=0,freqkv:scaling=none,freqkv:keep=high,freqkv:rope=post
 
-$F eval report --from "$R" ${EXTRA_RESULTS:-} --out docs/results.md --notes docs/results-notes.md
+$F eval report --from "$R${EXTRA_RESULTS:+,$EXTRA_RESULTS}" --out docs/results.md --notes docs/results-notes.md
