@@ -28,7 +28,8 @@ import { EvictionCache, lowestRows } from '../cache/evict.js';
 import { FreqKVCache } from '../cache/freqkv.js';
 import { H2OCache } from '../cache/h2o.js';
 import { maxPool1d, SnapKVCache } from '../cache/snapkv.js';
-import type { BytesHeld, CacheShape, KVCache, LayerView } from '../cache/types.js';
+import type { CacheShape, KVCache } from '../cache/types.js';
+import { PrefixCache } from './cache.js';
 import { forward } from '../model/forward.js';
 import type { LlamaConfig, Model } from '../model/types.js';
 
@@ -45,111 +46,14 @@ export interface CompressedPrefix {
  * A fixed prefix of rows per layer (keys already rotated, each KV head its own tokens), with
  * the stream going on at position n; new tokens are appended and kept, never evicted.
  */
-export class FrozenPrefixCache implements KVCache {
-  private readonly be: Backend;
-  private readonly kvDim: number;
-  private keys: Float32Array[];
-  private values: Float32Array[];
-  private capacity: number;
-  private rows: number;
-  private stream: number;
-  private stepT = 0;
-  private appended: boolean[];
-  private qPos = new Int32Array(64);
-
-  constructor(readonly shape: CacheShape, prefix: { n: number; rows: number; k: Float32Array[]; v: Float32Array[] }, readonly policy = 'frozen-prefix', backend?: Backend) {
-    this.be = backend ?? getBackend();
-    this.kvDim = shape.nKVHeads * shape.headDim;
-    const nc = prefix.rows;
-    if (prefix.k.length !== shape.nLayers || prefix.v.length !== shape.nLayers) throw new RangeError(`FrozenPrefixCache: expected ${shape.nLayers} layers of rows`);
-    for (let l = 0; l < shape.nLayers; l++) {
-      if (prefix.k[l].length < nc * this.kvDim || prefix.v[l].length < nc * this.kvDim) throw new RangeError(`FrozenPrefixCache layer ${l}: expected [${nc}, ${this.kvDim}] keys and values`);
-    }
-    if (!(nc <= prefix.n)) throw new RangeError(`FrozenPrefixCache: ${nc} rows from a context of ${prefix.n}`);
-    this.capacity = Math.max(16, nc);
-    this.keys = prefix.k.map((k) => grow(k.subarray(0, nc * this.kvDim), this.capacity * this.kvDim));
-    this.values = prefix.v.map((v) => grow(v.subarray(0, nc * this.kvDim), this.capacity * this.kvDim));
-    this.rows = nc;
-    this.stream = prefix.n;
-    this.appended = new Array<boolean>(shape.nLayers).fill(false);
+export class FrozenPrefixCache extends PrefixCache {
+  constructor(shape: CacheShape, prefix: { n: number; rows: number; k: Float32Array[]; v: Float32Array[] }, policy = 'frozen-prefix', backend?: Backend) {
+    super(shape, { ...prefix, positions: null }, policy, { backend, minCapacity: 16 });
   }
 
-  get seen(): number {
-    return this.stream;
-  }
-
-  get length(): number {
-    return this.rows;
-  }
-
-  room(): number {
-    return Infinity;
-  }
-
-  begin(T: number): Int32Array {
-    if (this.stepT !== 0) throw new Error(`${this.policy}: the previous step was not ended`);
-    if (!Number.isInteger(T) || T < 1) throw new RangeError(`${this.policy}: begin T must be a positive integer, got ${T}`);
-    if (this.rows + T > this.capacity) {
-      let cap = this.capacity;
-      while (cap < this.rows + T) cap *= 2;
-      this.keys = this.keys.map((k) => grow(k, cap * this.kvDim));
-      this.values = this.values.map((v) => grow(v, cap * this.kvDim));
-      this.capacity = cap;
-    }
-    if (this.qPos.length < T) this.qPos = new Int32Array(Math.max(T, 2 * this.qPos.length));
-    const q = this.qPos.subarray(0, T);
-    for (let i = 0; i < T; i++) q[i] = this.stream + i;
-    this.stepT = T;
-    this.appended.fill(false);
-    return q;
-  }
-
-  append(layer: number, k: Float32Array, v: Float32Array): LayerView {
-    const T = this.stepT;
-    if (T === 0) throw new Error(`${this.policy}: append() outside a step`);
-    if (this.appended[layer]) throw new Error(`${this.policy}: layer ${layer} was already appended in this step`);
-    const need = T * this.kvDim;
-    const at = this.rows * this.kvDim;
-    const kNew = this.keys[layer].subarray(at, at + need);
-    kNew.set(k.subarray(0, need));
-    this.values[layer].set(v.subarray(0, need), at);
-    this.be.rope(kNew, T, this.shape.nKVHeads, this.shape.headDim, this.qPos.subarray(0, T), this.shape.invFreq, false);
-    this.appended[layer] = true;
-    const n = this.rows + T;
-    return { k: this.keys[layer].subarray(0, n * this.kvDim), v: this.values[layer].subarray(0, n * this.kvDim), n, scores: null, scoresFromQuery: 0 };
-  }
-
-  attended(_layer: number, _view: LayerView): void {}
-
-  end(): void {
-    if (this.stepT === 0) throw new Error(`${this.policy}: end() without begin()`);
-    const missing = this.appended.indexOf(false);
-    if (missing >= 0) throw new Error(`${this.policy}: layer ${missing} was not appended in this step`);
-    this.rows += this.stepT;
-    this.stream += this.stepT;
-    this.stepT = 0;
-  }
-
-  /** Bytes of the live rows (keys and values), not of the spare capacity. */
-  bytes(): BytesHeld {
-    const perLayer = this.keys.map(() => 2 * this.rows * this.kvDim * 4);
-    return { perLayer, total: perLayer.reduce((a, b) => a + b, 0) };
-  }
-
-  /** Rotated keys of the held rows of a layer [length, kvDim]. */
-  rotatedKeys(layer: number): Float32Array {
-    return this.keys[layer].subarray(0, this.rows * this.kvDim);
-  }
-
-  save(): Uint8Array {
+  override save(): Uint8Array {
     throw new Error(`${this.policy}: an evaluation baseline's cache is not saved as a session`);
   }
-}
-
-function grow(a: Float32Array, n: number): Float32Array {
-  const out = new Float32Array(n);
-  out.set(a.subarray(0, Math.min(a.length, n)));
-  return out;
 }
 
 /** Bytes of K and V (float32) for `rows` rows in every layer: what a compressed context of that many rows holds. */
