@@ -14,14 +14,13 @@ import { ropeInvFreq } from '../model/rope.js';
 import type { Model } from '../model/types.js';
 import { CausalAttention } from '../train/attention.js';
 import type { LoraAdapter, LoraTarget } from '../train/lora.js';
-import { embeddingForward, rmsnormBackward, rmsnormForward, swigluBackward, swigluForward } from '../train/ops.js';
-import { AdaptedLinear, frozenLinear, frozenLinearBackward, positionsFrom } from './layers.js';
+import { embeddingForward, rmsnormBackward, rmsnormForward } from '../train/ops.js';
+import { AdaptedLinear, type MlpActs, mlpBackward, mlpForward, positionsFrom } from './layers.js';
 
-interface EncLayer {
+interface EncLayer extends MlpActs { // the MLP activations: full layers only
   x: Float32Array; rstd1: Float32Array; xn1: Float32Array; // [n, d], [n], [n, d]
   q: Float32Array; k: Float32Array; v: Float32Array; // q [n, qDim]; k rotated after forward [n, kvDim]; v [n, kvDim]
-  att: Float32Array; xm: Float32Array; rstd2: Float32Array; xn2: Float32Array; // full layers only
-  gate: Float32Array; up: Float32Array; s: Float32Array; h: Float32Array; // [n, ff]
+  att: Float32Array; // full layers only
   lq: AdaptedLinear; lk: AdaptedLinear; lv: AdaptedLinear; lo: AdaptedLinear;
 }
 
@@ -96,12 +95,7 @@ export class ContextPass {
       this.attn.forward(l, 0, A.q, A.k, A.v, A.att); // rotates q and k in place: A.k is now the cache's K
       A.xm.set(A.x);
       A.lo.forward(A.xm, A.att, true);
-      rmsnormForward(A.xn2, A.rstd2, A.xm, W.mlpNorm, n, d, c.rmsNormEps);
-      frozenLinear(be, A.gate, A.xn2, W.wGate, n, ff, d);
-      frozenLinear(be, A.up, A.xn2, W.wUp, n, ff, d);
-      swigluForward(be, A.h, A.s, A.gate, A.up, n * ff);
-      x = Float32Array.from(A.xm);
-      frozenLinear(be, x, A.h, W.wDown, n, d, ff, true);
+      x = mlpForward(be, A, W, n, d, ff, c.rmsNormEps);
     }
     this.hidden = x;
     return { k: this.layers.map((A) => A.k), v: this.layers.map((A) => A.v) };
@@ -118,7 +112,7 @@ export class ContextPass {
     const invFreq = ropeInvFreq(c);
     const dRes = new Float32Array(n * d); // ∂/∂(output of layer l)
     const dXn = new Float32Array(n * d);
-    const dH = new Float32Array(n * ff), dGate = new Float32Array(n * ff), dUp = new Float32Array(n * ff);
+    const scratch = { dXn, dH: new Float32Array(n * ff), dGate: new Float32Array(n * ff), dUp: new Float32Array(n * ff) };
     const dAtt = new Float32Array(n * qDim), dq = new Float32Array(n * qDim);
     const dk = new Float32Array(n * kvDim), dv = new Float32Array(n * kvDim);
     for (let l = this.layers.length - 1; l >= 0; l--) {
@@ -126,11 +120,7 @@ export class ContextPass {
       const W = model.weights.layers[l];
       const full = l < this.opts.fullLayers;
       if (full) {
-        frozenLinearBackward(be, dH, dRes, W.wDown, n, d, ff);
-        swigluBackward(dGate, dUp, dH, A.gate, A.up, A.s, n * ff);
-        frozenLinearBackward(be, dXn, dGate, W.wGate, n, ff, d);
-        frozenLinearBackward(be, dXn, dUp, W.wUp, n, ff, d, true);
-        rmsnormBackward(dRes, null, dXn, A.xm, W.mlpNorm, A.rstd2, n, d); // dRes: now ∂/∂xm
+        mlpBackward(be, dRes, A, W, n, d, ff, scratch); // dRes: now ∂/∂xm
         A.lo.backward(dAtt, dRes, A.att, false);
         this.attn.backward(l, 0, dAtt, dq, dk, dv); // pre-RoPE dq, dk, dv (written)
       } else {

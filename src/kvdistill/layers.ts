@@ -1,9 +1,10 @@
 // Small building blocks of the KV-Distill passes: a frozen Linear with an optional, optionally
-// row-routed LoRA adapter, frozen-Linear backward, and head-major row copies into a larger
-// key/value block. Per-example buffers (context lengths vary), so nothing here is pooled.
+// row-routed LoRA adapter, frozen-Linear backward, the frozen MLP half of a layer, and
+// head-major row copies into a larger key/value block. Per-example buffers (context lengths vary), so nothing here is pooled.
 import type { Backend, MatmulOptions } from '../kernels/backend.js';
+import type { LayerWeights } from '../model/types.js';
 import type { LoraAdapter } from '../train/lora.js';
-import { addBias } from '../train/ops.js';
+import { addBias, rmsnormBackward, rmsnormForward, swigluBackward, swigluForward } from '../train/ops.js';
 
 const TRANS_B: MatmulOptions = { transB: true };
 const TRANS_B_ACC: MatmulOptions = { transB: true, accumulate: true };
@@ -70,6 +71,39 @@ export function frozenLinear(be: Backend, y: Float32Array, x: Float32Array, w: F
 /** dx[rows, in] = dy[rows, out]·W (or += when accumulate) for a frozen W [out, in]. */
 export function frozenLinearBackward(be: Backend, dx: Float32Array, dy: Float32Array, w: Float32Array, rows: number, outDim: number, inDim: number, accumulate = false): void {
   be.matmul(dx, dy, w, rows, inDim, outDim, accumulate ? ACC : PLAIN);
+}
+
+/** Activations of a layer's frozen MLP half, kept for its backward. */
+export interface MlpActs {
+  /** The MLP's input: the residual stream after attention [rows, d]. */
+  xm: Float32Array;
+  rstd2: Float32Array; xn2: Float32Array; // [rows], [rows, d]
+  gate: Float32Array; up: Float32Array; s: Float32Array; h: Float32Array; // [rows, ff]
+}
+
+/** The residual stream out of a layer, xm + down(swiglu(gate, up)(rmsnorm(xm))) [rows, d], filling A's activations. */
+export function mlpForward(be: Backend, A: MlpActs, W: LayerWeights, rows: number, d: number, ff: number, eps: number): Float32Array<ArrayBuffer> {
+  rmsnormForward(A.xn2, A.rstd2, A.xm, W.mlpNorm, rows, d, eps);
+  frozenLinear(be, A.gate, A.xn2, W.wGate, rows, ff, d);
+  frozenLinear(be, A.up, A.xn2, W.wUp, rows, ff, d);
+  swigluForward(be, A.h, A.s, A.gate, A.up, rows * ff);
+  const x = Float32Array.from(A.xm);
+  frozenLinear(be, x, A.h, W.wDown, rows, d, ff, true);
+  return x;
+}
+
+/**
+ * The backward of mlpForward: dRes holds ∂/∂(layer output) [rows, d] on entry and ∂/∂xm on
+ * return (the residual path kept, the MLP's added). dXn [rows, d] and dH, dGate, dUp [rows, ff] are scratch.
+ */
+export function mlpBackward(be: Backend, dRes: Float32Array, A: MlpActs, W: LayerWeights, rows: number, d: number, ff: number,
+  scratch: { dXn: Float32Array; dH: Float32Array; dGate: Float32Array; dUp: Float32Array }): void {
+  const { dXn, dH, dGate, dUp } = scratch;
+  frozenLinearBackward(be, dH, dRes, W.wDown, rows, d, ff);
+  swigluBackward(dGate, dUp, dH, A.gate, A.up, A.s, rows * ff);
+  frozenLinearBackward(be, dXn, dGate, W.wGate, rows, ff, d);
+  frozenLinearBackward(be, dXn, dUp, W.wUp, rows, ff, d, true);
+  rmsnormBackward(dRes, null, dXn, A.xm, W.mlpNorm, A.rstd2, rows, d);
 }
 
 /**

@@ -11,18 +11,23 @@
 // then logits of the last `outRows` rows = rmsnorm(x)·lm_headᵀ.
 import type { Backend } from '../kernels/backend.js';
 import { ropeInvFreq } from '../model/rope.js';
-import type { Model } from '../model/types.js';
+import type { LlamaConfig, Model } from '../model/types.js';
 import { headAttentionBackward } from '../train/attention.js';
-import { embeddingForward, maskedSoftmax, rmsnormBackward, rmsnormForward, swigluBackward, swigluForward } from '../train/ops.js';
-import { frozenLinear, frozenLinearBackward, headsToRows, positionsFrom, rowsToHeads } from './layers.js';
+import { embeddingForward, maskedSoftmax, rmsnormBackward, rmsnormForward } from '../train/ops.js';
+import { frozenLinear, frozenLinearBackward, headsToRows, type MlpActs, mlpBackward, mlpForward, positionsFrom, rowsToHeads } from './layers.js';
 
-interface StudentLayer {
+interface StudentLayer extends MlpActs {
   x: Float32Array; rstd1: Float32Array; xn1: Float32Array; // [m, d]
   qh: Float32Array; // rotated, scaled, head-major [nHeads, m, hd]
   kh: Float32Array; vh: Float32Array; // head-major [nKVHeads, N, hd]: prefix rows then the new rows
   p: Float32Array; // [nHeads, m, N]
-  att: Float32Array; xm: Float32Array; rstd2: Float32Array; xn2: Float32Array;
-  gate: Float32Array; up: Float32Array; s: Float32Array; h: Float32Array;
+  att: Float32Array;
+}
+
+/** Sizes and constants both passes use (N = nc + m keys a query sees at most). */
+interface StudentDims {
+  c: LlamaConfig; m: number; N: number; d: number; ff: number; hd: number; V: number; qDim: number; kvDim: number;
+  invFreq: Float32Array; scale: number; group: number;
 }
 
 export interface StudentGrads {
@@ -36,6 +41,7 @@ export interface StudentGrads {
 export class StudentPass {
   private readonly layers: StudentLayer[] = [];
   private readonly positions: Int32Array;
+  private readonly dims: StudentDims;
   private xF = new Float32Array(0);
   private rstdF = new Float32Array(0);
   private xnF = new Float32Array(0);
@@ -53,19 +59,17 @@ export class StudentPass {
     if (!(outRows >= 1 && outRows <= m)) throw new RangeError(`kvdistill student outRows: expected 1..${m}, got ${outRows}`);
     if (prefixK.length !== c.nLayers || prefixV.length !== c.nLayers) throw new RangeError(`kvdistill student: expected ${c.nLayers} layers of prefix rows`);
     this.positions = positionsFrom(start, m);
+    const hd = c.headDim;
+    this.dims = {
+      c, m, N: nc + m, d: c.hiddenSize, ff: c.intermediateSize, hd, V: c.vocabSize, qDim: c.nHeads * hd, kvDim: c.nKVHeads * hd,
+      invFreq: ropeInvFreq(c), scale: 1 / Math.sqrt(hd), group: c.nHeads / c.nKVHeads,
+    };
   }
 
   /** Logits [outRows, vocab]. */
   forward(): Float32Array {
     const { model, be, nc } = this;
-    const c = model.config;
-    const m = this.tokens.length;
-    const N = nc + m;
-    const d = c.hiddenSize, ff = c.intermediateSize, hd = c.headDim, V = c.vocabSize;
-    const qDim = c.nHeads * hd, kvDim = c.nKVHeads * hd;
-    const invFreq = ropeInvFreq(c);
-    const scale = 1 / Math.sqrt(hd);
-    const group = c.nHeads / c.nKVHeads;
+    const { c, m, N, d, ff, hd, V, qDim, kvDim, invFreq, scale, group } = this.dims;
     const f = (k: number) => new Float32Array(k);
     let x = f(m * d);
     embeddingForward(x, model.weights.embed, this.tokens, 0, m, d, V);
@@ -103,12 +107,7 @@ export class StudentPass {
       headsToRows(A.att, oh, m, 0, m, c.nHeads, hd);
       A.xm.set(x);
       frozenLinear(be, A.xm, A.att, W.wo, m, d, qDim, true);
-      rmsnormForward(A.xn2, A.rstd2, A.xm, W.mlpNorm, m, d, c.rmsNormEps);
-      frozenLinear(be, A.gate, A.xn2, W.wGate, m, ff, d);
-      frozenLinear(be, A.up, A.xn2, W.wUp, m, ff, d);
-      swigluForward(be, A.h, A.s, A.gate, A.up, m * ff);
-      x = Float32Array.from(A.xm);
-      frozenLinear(be, x, A.h, W.wDown, m, d, ff, true);
+      x = mlpForward(be, A, W, m, d, ff, c.rmsNormEps);
     }
     const R = this.outRows;
     this.xF = x;
@@ -123,32 +122,22 @@ export class StudentPass {
   /** From ∂loss/∂logits [outRows, vocab] to the prefix rows and the bias. */
   backward(dLogits: Float32Array): StudentGrads {
     const { model, be, nc } = this;
-    const c = model.config;
-    const m = this.tokens.length;
-    const N = nc + m;
-    const d = c.hiddenSize, ff = c.intermediateSize, hd = c.headDim, V = c.vocabSize;
-    const qDim = c.nHeads * hd, kvDim = c.nKVHeads * hd;
-    const invFreq = ropeInvFreq(c);
-    const scale = 1 / Math.sqrt(hd);
-    const group = c.nHeads / c.nKVHeads;
+    const { c, m, N, d, ff, hd, V, qDim, kvDim, invFreq, scale, group } = this.dims;
     const f = (k: number) => new Float32Array(k);
     const R = this.outRows;
     const dXn = f(m * d);
     frozenLinearBackward(be, dXn.subarray((m - R) * d), dLogits, model.weights.lmHead, R, V, d);
     const dRes = f(m * d);
     rmsnormBackward(dRes, null, dXn, this.xF, model.weights.norm, this.rstdF, m, d);
-    const dH = f(m * ff), dGate = f(m * ff), dUp = f(m * ff), dAtt = f(m * qDim), dOh = f(m * qDim);
+    const scratch = { dXn, dH: f(m * ff), dGate: f(m * ff), dUp: f(m * ff) };
+    const dAtt = f(m * qDim), dOh = f(m * qDim);
     const dqh = f(m * qDim), dkh = f(N * kvDim), dvh = f(N * kvDim), ds = f(m * N);
     const dq = f(m * qDim), dk = f(m * kvDim), dv = f(m * kvDim);
     const out: StudentGrads = { dK: [], dV: [], dBias: f(nc) };
     for (let l = c.nLayers - 1; l >= 0; l--) {
       const A = this.layers[l];
       const W = model.weights.layers[l];
-      frozenLinearBackward(be, dH, dRes, W.wDown, m, d, ff);
-      swigluBackward(dGate, dUp, dH, A.gate, A.up, A.s, m * ff);
-      frozenLinearBackward(be, dXn, dGate, W.wGate, m, ff, d);
-      frozenLinearBackward(be, dXn, dUp, W.wUp, m, ff, d, true);
-      rmsnormBackward(dRes, null, dXn, A.xm, W.mlpNorm, A.rstd2, m, d);
+      mlpBackward(be, dRes, A, W, m, d, ff, scratch);
       frozenLinearBackward(be, dAtt, dRes, W.wo, m, d, qDim);
       rowsToHeads(dOh, m, 0, dAtt, m, c.nHeads, hd);
       dkh.fill(0);
