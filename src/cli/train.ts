@@ -151,17 +151,34 @@ function usage(kind: string, specs: Record<string, FlagSpec>): string {
   return `${head}\n\nProgress goes to stderr; a JSON summary to stdout at the end. Ctrl-C writes a checkpoint and\nthe model, then exits (status 130); --resume continues bit-exactly.\n${presets}\n${helpText(specs)}\n`;
 }
 
-/** Parses flags, noting which were given explicitly (the rest take the spec's defaults). */
-function parse(argv: string[], specs: Record<string, FlagSpec>, kind: 'pretrain' | 'finetune'): { flags: FlagValues; explicit: Set<string> } {
+/** Parses flags, noting which were given explicitly (the rest take the spec's defaults). No positional arguments. */
+export function parseExplicit(argv: string[], specs: Record<string, FlagSpec>, command: string): { flags: FlagValues; explicit: Set<string> } {
   const bare: Record<string, FlagSpec> = {};
   for (const [k, s] of Object.entries(specs)) bare[k] = { ...s, default: undefined };
-  const { flags, positional } = parseArgs(argv, bare, `train ${kind}`);
-  if (positional.length > 0) throw new UsageError(`train ${kind}: unexpected argument "${positional[0]}"`);
+  const { flags, positional } = parseArgs(argv, bare, command);
+  if (positional.length > 0) throw new UsageError(`${command}: unexpected argument "${positional[0]}"`);
   const explicit = new Set(Object.keys(flags).filter((k) => flags[k] !== undefined));
   const out: FlagValues = {};
   for (const [k, s] of Object.entries(specs)) out[k] = s.default;
   for (const k of explicit) out[k] = flags[k];
   return { flags: out, explicit };
+}
+
+/**
+ * The flags of a resumed run: the checkpoint's (`saved`), with the `resumable` ones given now on
+ * top. A UsageError names any other flag given now with a value that differs from the saved one.
+ */
+export function resumedFlags(command: string, file: string, saved: FlagValues, flags: FlagValues, explicit: ReadonlySet<string>,
+  resumable: ReadonlySet<string>): { flags: FlagValues; explicit: Set<string> } {
+  for (const k of explicit) {
+    if (resumable.has(k)) continue;
+    if (JSON.stringify(saved[k]) !== JSON.stringify(flags[k])) {
+      throw new UsageError(`${command}: --${k} ${JSON.stringify(flags[k])} differs from the checkpoint's ${JSON.stringify(saved[k])} (${file}); a resumed run keeps its options (only ${[...resumable].filter((x) => x !== 'help' && x !== 'resume').map((x) => '--' + x).join(', ')} may change)`);
+    }
+  }
+  const keep: FlagValues = {};
+  for (const k of resumable) if (explicit.has(k)) keep[k] = flags[k];
+  return { flags: { ...saved, ...keep, resume: true }, explicit: new Set([...explicit, ...Object.keys(saved)]) };
 }
 
 function requireString(f: FlagValues, name: string, kind: string): string {
@@ -223,7 +240,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`train: expected "pretrain", "finetune" or "kvdistill", got "${kind}"`);
   }
   const specs = kind === 'pretrain' ? PRETRAIN : FINETUNE;
-  let { flags, explicit } = parse(rest, specs, kind);
+  let { flags, explicit } = parseExplicit(rest, specs, `train ${kind}`);
   if (flags.help) {
     process.stdout.write(usage(kind, specs));
     return 0;
@@ -237,18 +254,8 @@ export async function run(argv: string[]): Promise<number> {
   if (flags.resume) {
     if (!fs.existsSync(ckptFile)) throw new UsageError(`train ${kind}: --resume but ${ckptFile} does not exist`);
     resumeMeta = await readCheckpointMeta(ckptFile);
-    const saved = resumeMeta.run.flags as FlagValues;
     if (resumeMeta.run.kind !== kind) throw new UsageError(`train ${kind}: ${ckptFile} is a ${String(resumeMeta.run.kind)} checkpoint`);
-    for (const k of explicit) {
-      if (RESUMABLE.has(k)) continue;
-      if (JSON.stringify(saved[k]) !== JSON.stringify(flags[k])) {
-        throw new UsageError(`train ${kind}: --${k} ${JSON.stringify(flags[k])} differs from the checkpoint's ${JSON.stringify(saved[k])}; a resumed run keeps its options (only ${[...RESUMABLE].filter((x) => x !== 'help' && x !== 'resume').map((x) => '--' + x).join(', ')} may change)`);
-      }
-    }
-    const keep: FlagValues = {};
-    for (const k of RESUMABLE) if (explicit.has(k)) keep[k] = flags[k];
-    flags = { ...saved, ...keep, resume: true };
-    explicit = new Set([...explicit, ...Object.keys(saved)]);
+    ({ flags, explicit } = resumedFlags(`train ${kind}`, ckptFile, resumeMeta.run.flags as FlagValues, flags, explicit, RESUMABLE));
   }
 
   const dataDir = requireString(flags, 'data', kind);

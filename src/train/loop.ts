@@ -89,7 +89,8 @@ export function trainStep(tm: TrainableModel, batcher: Batcher, opt: AdamW, trai
   return { loss, gradNorm: norm, lr };
 }
 
-function formatDuration(sec: number): string {
+/** Seconds as "1h05m" or "3m07s" ("?" when not finite): progress lines' ETA. */
+export function formatDuration(sec: number): string {
   if (!Number.isFinite(sec)) return '?';
   const s = Math.round(sec);
   const h = Math.floor(s / 3600);
