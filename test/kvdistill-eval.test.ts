@@ -15,10 +15,7 @@ import { KVDistill, greedyDecode } from '../src/kvdistill/distill.js';
 import { ContextScores, freqkvCacheSize, h2oStreaming, kvRowBytes } from '../src/kvdistill/baselines.js';
 import { answerLogits, keepRows, runKVDistillEval, type EvalMethodSpec } from '../src/kvdistill/eval.js';
 import type { KindedExample } from '../src/kvdistill/data.js';
-import { main } from '../src/cli/main.js';
-import { saveModel } from '../src/model/writer.js';
-import { byteLevelTokenizerJson, saveTokenizer } from '../src/model/tokenizer.js';
-import { concatDocuments, writeTokenDataset } from '../src/data/tokens.js';
+import { cli, writeModelAndBooks } from './kvdistill-fixture.js';
 import { writeResultsPage } from '../src/eval/results-page.js';
 
 function tinyModel(seed: number, over: Parameters<typeof tinyConfig>[0] = {}): Model {
@@ -178,30 +175,11 @@ test('exact match from one teacher-forced pass equals greedy decoding over the c
   assert.ok(misses > 0, 'some compressed answers should differ, or the comparison proves nothing');
 });
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [], err: string[] = [];
-  const ow = process.stdout.write, ew = process.stderr.write;
-  process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
-  try {
-    return { code: await main(args), stdout: out.join(''), stderr: err.join('') };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-}
-
 /** A model folder (byte-level tokenizer), a dataset with a test split, a zero-B and a random adaptor. */
 async function fixture(dir: string): Promise<{ modelDir: string; data: string; zero: string; rand: string; model: Model }> {
-  const modelDir = path.join(dir, 'model'), data = path.join(dir, 'data');
-  const tokJson = byteLevelTokenizerJson();
-  const V = Object.keys((tokJson.model as { vocab: Record<string, number> }).vocab).length;
-  const model = randomModel(tinyConfig({ vocabSize: V, hiddenSize: 16, intermediateSize: 24, nHeads: 4, nKVHeads: 2, maxPositionEmbeddings: 256, bosTokenId: 1 }), 62);
-  await saveModel(modelDir, model);
-  await saveTokenizer(modelDir, tokJson, { bos_token: '<s>', eos_token: '</s>' });
-  const r = rng(5);
-  const book = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(r() * (V - 3)));
-  await writeTokenDataset(data, [concatDocuments('train', [{ name: 'b1', tokens: book(500), chars: 500 }], V), concatDocuments('test', [{ name: 'b3', tokens: book(600), chars: 600 }], V)], V, 1);
+  const { modelDir, data, model } = await writeModelAndBooks(dir, {
+    maxPositions: 256, modelSeed: 62, bookSeed: 5, books: [{ split: 'train', name: 'b1', tokens: 500 }, { split: 'test', name: 'b3', tokens: 600 }],
+  });
   const zero = path.join(dir, 'zero.safetensors'), rand = path.join(dir, 'rand', 'adaptor.safetensors');
   await new KVDistill(model, { rank: 2, alpha: 4, seed: 1 }).save(zero);
   const kd = new KVDistill(model, { rank: 2, alpha: 4, seed: 2 });

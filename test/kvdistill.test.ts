@@ -1,6 +1,7 @@
 // KV-Distill: selection, the mixed KL, the routed adaptor, the student against the teacher and
 // against the inference forward over the compressed cache, the whole gradient (adapters of q,
-// k, v, o with routing and the scorer) against finite differences, sessions and the adaptor file.
+// k, v, o with routing and the scorer) against finite differences, sessions and the adaptor file,
+// training and its bit-exact resume (in process and through the CLI, Ctrl-C included).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -16,12 +17,11 @@ import { KVDistill, type DistillExample, greedyDecode, type ScorerGrad } from '.
 import { mixedKl } from '../src/kvdistill/loss.js';
 import { createScorer, defaultScoreLayer, keptCount, scorerBackward, scorerForward, scorerParams, selectTokens } from '../src/kvdistill/scorer.js';
 import { AdaptedLinear } from '../src/kvdistill/layers.js';
-import { trainKVDistill } from '../src/kvdistill/train.js';
+import { CountedRng, distillOptimizer, restoreDistillCheckpoint, saveDistillCheckpoint, trainKVDistill } from '../src/kvdistill/train.js';
+import type { AdamW } from '../src/train/adamw.js';
+import { readCheckpointMeta } from '../src/train/checkpoint.js';
 import { distillExample } from '../src/kvdistill/data.js';
-import { main } from '../src/cli/main.js';
-import { saveModel } from '../src/model/writer.js';
-import { byteLevelTokenizerJson, saveTokenizer } from '../src/model/tokenizer.js';
-import { concatDocuments, writeTokenDataset } from '../src/data/tokens.js';
+import { cli, writeModelAndBooks } from './kvdistill-fixture.js';
 import type { LoraAdapter } from '../src/train/lora.js';
 
 const be = getBackend();
@@ -296,18 +296,80 @@ test('training data from book tokens: each kind has its answer in the context (o
   }
 });
 
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length), y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+function assertSameAdaptor(a: KVDistill, b: KVDistill, label: string): void {
+  const pa = a.params(), pb = b.params();
+  assert.equal(pa.length, pb.length);
+  for (let i = 0; i < pa.length; i++) assert.ok(sameBits(pa[i].data, pb[i].data), `${label}: ${pa[i].name} differs`);
+}
+
+test('CountedRng: skipping k draws continues the stream of rng(seed) exactly', () => {
+  const ref = rng(5);
+  const want = Array.from({ length: 10 }, () => ref());
+  const a = new CountedRng(5);
+  assert.deepEqual(Array.from({ length: 4 }, () => a.next()), want.slice(0, 4));
+  const b = new CountedRng(5, a.draws);
+  assert.equal(b.draws, 4);
+  assert.deepEqual(Array.from({ length: 6 }, () => b.next()), want.slice(4));
+  assert.throws(() => new CountedRng(5, -1), /skip/);
+});
+
+test('training resumes bit-exactly: N steps straight == N/2, checkpoint, a fresh adaptor restored from it, on to N', async () => {
+  const model = tinyModel(52);
+  const V = model.config.vocabSize;
+  const books = Int32Array.from({ length: 600 }, (_, i) => 3 + ((i * 11 + (i >> 3)) % (V - 3)));
+  const codec = { encode: (t: string) => Array.from(t, (ch) => 3 + (ch.charCodeAt(0) % (V - 3))) };
+  const N = 6;
+  const opts = { steps: N, batch: 2, clip: 1, lambda: 0.6, minRetain: 0.2, maxRetain: 0.8, schedule: { kind: 'cosine' as const, lr: 5e-3, warmup: 2, steps: N } };
+  // one session: the streams replayed to `draws`, steps startStep.. (stopping after stopAt)
+  const session = async (kd: KVDistill, opt: AdamW, draws: { data: number; retain: number }, startStep: number, stopAt = N) => {
+    const data = new CountedRng(11, draws.data), retain = new CountedRng(12, draws.retain);
+    await trainKVDistill(kd, () => distillExample(data.next, books, codec, { minContext: 10, maxContext: 18, bos: 1 }), retain.next,
+      { ...opts, startStep, onStep: (r) => (r.step === stopAt ? 'stop' : undefined) }, opt);
+    return { data: data.draws, retain: retain.draws };
+  };
+  const straight = new KVDistill(model, { rank: 2, alpha: 4, seed: 3 });
+  const optS = distillOptimizer(straight);
+  await session(straight, optS, { data: 0, retain: 0 }, 0);
+  assert.ok(straight.adapters.some((a) => a.b.data.some((x) => x !== 0)), 'the adaptor trained');
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvdistill-resume-'));
+  try {
+    const file = path.join(dir, 'checkpoint.safetensors');
+    const first = new KVDistill(model, { rank: 2, alpha: 4, seed: 3 });
+    const optF = distillOptimizer(first);
+    const draws = await session(first, optF, { data: 0, retain: 0 }, 0, N / 2);
+    await saveDistillCheckpoint(file, first, optF, { draws }, { step: N / 2, tokens: 0, elapsedMs: 0 });
+    const resumed = new KVDistill(model, { rank: 2, alpha: 4, seed: 99 }); // other initial weights: the checkpoint overwrites them
+    const optR = distillOptimizer(resumed);
+    const meta = await restoreDistillCheckpoint(file, resumed, optR);
+    assert.equal(meta.state.step, N / 2);
+    assertSameAdaptor(first, resumed, 'restored');
+    await session(resumed, optR, meta.run.draws as typeof draws, meta.state.step);
+    assertSameAdaptor(straight, resumed, 'resumed');
+    assert.equal(optR.t, optS.t);
+    for (let i = 0; i < optS.m.length; i++) assert.ok(sameBits(optS.m[i], optR.m[i]) && sameBits(optS.v[i], optR.v[i]), `AdamW moments ${i} differ`);
+    const other = new KVDistill(tinyModel(53), { rank: 2, alpha: 4, seed: 3 });
+    await assert.rejects(restoreDistillCheckpoint(file, other, distillOptimizer(other)), /frozen weights differ/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The CLI's frozen model and books (train and val splits). */
+const cliFixture = (dir: string) => writeModelAndBooks(dir, {
+  maxPositions: 64, modelSeed: 61, bookSeed: 4, books: [{ split: 'train', name: 'b1', tokens: 2000 }, { split: 'val', name: 'b2', tokens: 500 }],
+});
+
 test('CLI: train kvdistill writes an adaptor that loads, and a log with held-out evaluations', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvdistill-cli-'));
   try {
-    const modelDir = path.join(dir, 'model'), data = path.join(dir, 'data'), out = path.join(dir, 'out');
-    const tokJson = byteLevelTokenizerJson();
-    const V = Object.keys((tokJson.model as { vocab: Record<string, number> }).vocab).length;
-    const model = randomModel(tinyConfig({ vocabSize: V, hiddenSize: 16, intermediateSize: 24, nHeads: 4, nKVHeads: 2, maxPositionEmbeddings: 64, bosTokenId: 1 }), 61);
-    await saveModel(modelDir, model);
-    await saveTokenizer(modelDir, tokJson, { bos_token: '<s>', eos_token: '</s>' });
-    const r = rng(4);
-    const book = (n: number) => Array.from({ length: n }, () => 3 + Math.floor(r() * (V - 3)));
-    await writeTokenDataset(data, [concatDocuments('train', [{ name: 'b1', tokens: book(2000), chars: 2000 }], V), concatDocuments('val', [{ name: 'b2', tokens: book(500), chars: 500 }], V)], V, 1);
+    const { modelDir, data, model } = await cliFixture(dir);
+    const out = path.join(dir, 'out');
     const res = await cli(['train', 'kvdistill', '--model', modelDir, '--data', data, '--out', out, '--steps', '3', '--batch', '2', '--rank', '2',
       '--min-context', '12', '--max-context', '20', '--eval-examples', '2', '--eval-every', '2', '--log-every', '1', '--threads', '1']);
     assert.equal(res.code, 0, res.stderr);
@@ -326,15 +388,67 @@ test('CLI: train kvdistill writes an adaptor that loads, and a log with held-out
   }
 });
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [], err: string[] = [];
-  const ow = process.stdout.write, ew = process.stderr.write;
-  process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
+test('CLI: train kvdistill --resume continues to the same adaptor, bit for bit; changed options are refused by name', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvdistill-cli-'));
   try {
-    return { code: await main(args), stdout: out.join(''), stderr: err.join('') };
+    const { modelDir, data, model } = await cliFixture(dir);
+    // a constant schedule does not depend on --steps, so 2 steps then 2 more are the 4 straight ones
+    const common = ['--model', modelDir, '--data', data, '--batch', '2', '--rank', '2', '--lr', '1e-2', '--schedule', 'constant', '--warmup', '1',
+      '--min-context', '12', '--max-context', '20', '--eval-examples', '1', '--log-every', '1', '--threads', '1'];
+    const full = path.join(dir, 'full'), part = path.join(dir, 'part');
+    const straight = await cli(['train', 'kvdistill', ...common, '--out', full, '--steps', '4']);
+    assert.equal(straight.code, 0, straight.stderr);
+    assert.match(straight.stderr, /step 4\/4 loss \d.* s\/step {2}ETA 0m00s/);
+    assert.equal((await cli(['train', 'kvdistill', ...common, '--out', part, '--steps', '2'])).code, 0);
+    const ckpt = path.join(part, 'checkpoint.safetensors');
+    const meta = await readCheckpointMeta(ckpt);
+    assert.equal(meta.state.step, 2);
+    assert.equal(meta.run.kind, 'kvdistill');
+    assert.equal((meta.run.flags as Record<string, unknown>)['min-context'], 12);
+    const again = await cli(['train', 'kvdistill', ...common, '--out', part, '--steps', '4']);
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /already exists; pass --resume/);
+    const bad = await cli(['train', 'kvdistill', '--out', part, '--resume', '--steps', '4', '--rank', '4']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--rank 4 differs from the checkpoint's 2 \(.*checkpoint\.safetensors\)/);
+    const done = await cli(['train', 'kvdistill', '--out', part, '--resume', '--steps', '2']);
+    assert.equal(done.code, 2);
+    assert.match(done.stderr, /--steps 2: .* already at step 2/);
+    const resumed = await cli(['train', 'kvdistill', '--out', part, '--resume', '--steps', '4', '--threads', '1']);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.match(resumed.stderr, /resumed at step 2/);
+    assert.equal(JSON.parse(resumed.stdout).step, 4);
+    assertSameAdaptor(await KVDistill.load(path.join(full, 'adaptor.safetensors'), model), await KVDistill.load(path.join(part, 'adaptor.safetensors'), model), 'CLI resume');
+    const log = fs.readFileSync(path.join(part, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(log.filter((x) => x.type === 'step').map((x) => x.step), [1, 2, 3, 4]);
+    assert.deepEqual(log.filter((x) => x.type === 'resume').map((x) => x.step), [2]);
   } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
+    fs.rmSync(dir, { recursive: true, force: true });
   }
-}
+});
+
+test('CLI: Ctrl-C at step N/2 of train kvdistill writes the adaptor and a checkpoint, exits 130; --resume ends at the straight run\'s adaptor (cosine)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kvdistill-cli-'));
+  try {
+    const { modelDir, data, model } = await cliFixture(dir);
+    const common = ['--model', modelDir, '--data', data, '--steps', '4', '--batch', '1', '--rank', '2', '--lr', '1e-2', '--schedule', 'cosine', '--warmup', '1',
+      '--min-context', '12', '--max-context', '20', '--eval-examples', '0', '--log-every', '1', '--save-every', '0', '--threads', '1'];
+    const full = path.join(dir, 'full'), part = path.join(dir, 'part');
+    assert.equal((await cli(['train', 'kvdistill', ...common, '--out', full])).code, 0);
+    const stopped = await cli(['train', 'kvdistill', ...common, '--out', part], { interruptAt: /step 2\/4/ });
+    assert.equal(stopped.code, 130, stopped.stderr);
+    assert.match(stopped.stderr, /interrupted, writing the adaptor and a checkpoint/);
+    assert.doesNotMatch(stopped.stderr, /step 3\/4/);
+    const summary = JSON.parse(stopped.stdout);
+    assert.equal(summary.stopped, 'interrupted');
+    assert.equal(summary.step, 2);
+    assert.equal((await readCheckpointMeta(path.join(part, 'checkpoint.safetensors'))).state.step, 2);
+    assert.ok(fs.existsSync(path.join(part, 'adaptor.safetensors')));
+    const r = await cli(['train', 'kvdistill', '--out', part, '--resume']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).step, 4);
+    assertSameAdaptor(await KVDistill.load(path.join(full, 'adaptor.safetensors'), model), await KVDistill.load(path.join(part, 'adaptor.safetensors'), model), 'Ctrl-C and resume');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
