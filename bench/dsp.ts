@@ -9,11 +9,11 @@
 import { pathToFileURL } from 'node:url';
 import { type FlagSpec, helpText, parseArgs } from '../src/cli/args.js';
 import type { Backend } from '../src/kernels/backend.js';
-import { loadNativeBackend, type NativeBackend } from '../src/kernels/native.js';
+import { loadNativeBackend } from '../src/kernels/native.js';
 import { referenceBackend } from '../src/kernels/reference.js';
 import { FREQ_DENSE_MAX, type FreqMethod, chooseFreqMethod, freqCompress, freqOperatorMatrix } from '../src/dsp/freqkv-op.js';
 import { hasFastDct } from '../src/dsp/dct.js';
-import { benchArray, fmt, formatTable, timeIt } from './util.js';
+import { benchArray, fmt, formatTable, KERNEL_HEADER, nativePair, timeIt } from './util.js';
 
 const flags: Record<string, FlagSpec> = {
   sizes: { kind: 'list', default: ['256', '512', '1024', '2048', '4092', '4096', '8192'], help: 'span lengths n (L = floor(n/2))' },
@@ -23,8 +23,6 @@ const flags: Record<string, FlagSpec> = {
   help: { kind: 'bool', default: false, help: 'show this help' },
 };
 
-const HEADER = ['kernel', 'size', 'unit', 'reference', 'native 1t', 'native 2t', 'note'];
-
 interface Options {
   sizes: number[];
   channels: number;
@@ -32,21 +30,9 @@ interface Options {
   seconds: number;
 }
 
-function withThreads<T>(nb: NativeBackend, threads: number, fn: () => T): T {
-  const before = nb.threads();
-  nb.setThreads(threads);
-  try {
-    return fn();
-  } finally {
-    nb.setThreads(before);
-  }
-}
-
-/** Milliseconds per compression of x[n, C] to L rows by `method` on `backend`. */
-function compressMs(x: Float32Array, n: number, C: number, method: FreqMethod, backend: Backend, seconds: number): number {
-  const L = Math.floor(n / 2);
-  return timeIt(() => freqCompress(x, n, C, L, { method, backend }), { seconds }).best * 1000;
-}
+/** Seconds to milliseconds; NaN for a route not timed. */
+const ms = (t: number | undefined) => (t === undefined ? NaN : t * 1000);
+const msPair = ([t1, t2]: [number | undefined, number | undefined]) => ({ t1: ms(t1), t2: ms(t2) });
 
 function rowsFor(o: Options): string[][] {
   const nb = loadNativeBackend();
@@ -59,14 +45,12 @@ function rowsFor(o: Options): string[][] {
     const size = `n=${n} C=${C}`;
     const x = benchArray(n * C, n);
     freqOperatorMatrix(n, L); // built once, outside the timings
-    const native = (method: FreqMethod, threads: number) => (nb ? withThreads(nb, threads, () => compressMs(x, n, C, method, nb, o.seconds)) : NaN);
-    const dense = {
-      ref: n <= o.referenceMax ? compressMs(x, n, C, 'dense', referenceBackend, o.seconds) : NaN,
-      t1: native('dense', 1),
-      t2: native('dense', 2),
-    };
-    const fftTs = compressMs(x, n, C, 'fft', referenceBackend, o.seconds);
-    const dct = { t1: fast ? native('backend', 1) : NaN, t2: fast ? native('backend', 2) : NaN };
+    // one compression of x[n, C] to L rows by `method` on a backend
+    const compress = (method: FreqMethod) => (backend: Backend) => freqCompress(x, n, C, L, { method, backend });
+    const refMs = (method: FreqMethod) => ms(timeIt(() => compress(method)(referenceBackend), { seconds: o.seconds }).best);
+    const dense = { ref: n <= o.referenceMax ? refMs('dense') : NaN, ...msPair(nativePair(nb, compress('dense'), o.seconds)) };
+    const fftTs = refMs('fft');
+    const dct = msPair(fast ? nativePair(nb, compress('backend'), o.seconds) : [undefined, undefined]);
     const auto = { dense: 'dense', fft: 'fft (TS)', backend: 'native dct' }[chooseFreqMethod(n, nb ?? referenceBackend)];
     rows.push(['compress dense', size, 'ms', fmt(dense.ref, 2), fmt(dense.t1, 2), fmt(dense.t2, 2), n > o.referenceMax ? 'reference skipped (slow)' : '']);
     rows.push(['compress fft (TS)', size, 'ms', fmt(fftTs, 2), '', '', 'TypeScript, float64']);
@@ -103,7 +87,7 @@ export async function run(args: string[]): Promise<void> {
   const rows = rowsFor({ sizes, channels: f.channels as number, referenceMax: f['reference-max'] as number, seconds: f.seconds as number });
   const what = nb ? `native ${nb.simd()}${hasFastDct(nb) ? '' : ', addon built without dct.cc'}` : 'native addon NOT built';
   process.stdout.write(`dsp: one FreqKV compression n -> n/2 rows; ${what}; best of several batches (a shared machine is noisy)\n\n`);
-  process.stdout.write(formatTable(HEADER, rows));
+  process.stdout.write(formatTable(KERNEL_HEADER, rows));
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

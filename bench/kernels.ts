@@ -11,31 +11,12 @@ import { type FlagSpec, helpText, parseArgs } from '../src/cli/args.js';
 import type { Backend } from '../src/kernels/backend.js';
 import { loadNativeBackend, type NativeBackend } from '../src/kernels/native.js';
 import { referenceBackend } from '../src/kernels/reference.js';
-import { benchArray, fmt, formatTable, timeIt } from './util.js';
+import { benchArray, fmt, formatTable, KERNEL_HEADER, nativePair, timeIt } from './util.js';
 
 const flags: Record<string, FlagSpec> = {
   seconds: { kind: 'number', default: 0.4, min: 0.01, help: 'time spent on each measurement (more = steadier numbers)' },
   help: { kind: 'bool', default: false, help: 'show this help' },
 };
-
-const HEADER = ['kernel', 'size', 'unit', 'reference', 'native 1t', 'native 2t', 'note'];
-
-/** Runs fn with the native pool at `threads` threads, then restores the previous count. */
-function onThreads<T>(nb: NativeBackend, threads: number, fn: () => T): T {
-  const before = nb.threads();
-  nb.setThreads(threads);
-  try {
-    return fn();
-  } finally {
-    nb.setThreads(before);
-  }
-}
-
-/** Best seconds per call of fn on 1 and 2 native threads (undefined without the addon). */
-function nativePair(nb: NativeBackend | null, fn: (b: Backend) => void, seconds: number): [number | undefined, number | undefined] {
-  if (!nb) return [undefined, undefined];
-  return [onThreads(nb, 1, () => timeIt(() => fn(nb), { seconds }).best), onThreads(nb, 2, () => timeIt(() => fn(nb), { seconds }).best)];
-}
 
 function matmulRows(nb: NativeBackend | null, seconds: number): string[][] {
   const rows: string[][] = [];
@@ -130,5 +111,5 @@ export async function run(args: string[]): Promise<void> {
   ];
   const simd = nb ? `native ${nb.simd()}, pool default ${nb.threads()} thread(s)` : 'native addon NOT built: reference only';
   process.stdout.write(`kernels: ${simd}; best of several batches per cell (a shared machine is noisy)\n\n`);
-  process.stdout.write(formatTable(HEADER, rows));
+  process.stdout.write(formatTable(KERNEL_HEADER, rows));
 }

@@ -1,6 +1,8 @@
 // Timing and table helpers shared by the benchmark suites (bench/<suite>.ts).
 // Timings on a shared machine are noisy: every measurement reports the best of several
 // batches, which is the least disturbed one, and callers should say the machine was shared.
+import type { Backend } from '../src/kernels/backend.js';
+import type { NativeBackend } from '../src/kernels/native.js';
 
 export interface Timing {
   /** Seconds per call, best batch. */
@@ -48,6 +50,26 @@ export function timeIt(fn: () => void, opts: TimeOptions = {}): Timing {
   samples.sort((a, b) => a - b);
   return { best: samples[0], median: samples[samples.length >> 1], calls };
 }
+
+/** Runs fn with the native pool at `threads` threads, then restores the previous count. */
+export function onThreads<T>(nb: NativeBackend, threads: number, fn: () => T): T {
+  const before = nb.threads();
+  nb.setThreads(threads);
+  try {
+    return fn();
+  } finally {
+    nb.setThreads(before);
+  }
+}
+
+/** Best seconds per call of fn on the native backend at 1 and at 2 threads (undefined without the addon). */
+export function nativePair(nb: NativeBackend | null, fn: (b: Backend) => void, seconds: number): [number | undefined, number | undefined] {
+  if (!nb) return [undefined, undefined];
+  return [onThreads(nb, 1, () => timeIt(() => fn(nb), { seconds }).best), onThreads(nb, 2, () => timeIt(() => fn(nb), { seconds }).best)];
+}
+
+/** The columns of the kernels table (bench/kernels.ts; bench/dsp.ts adds its rows to it). */
+export const KERNEL_HEADER = ['kernel', 'size', 'unit', 'reference', 'native 1t', 'native 2t', 'note'];
 
 /** Formats a number with `digits` significant-looking decimals, or "-" when not finite. */
 export function fmt(x: number | undefined, digits = 1): string {

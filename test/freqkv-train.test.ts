@@ -6,42 +6,31 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { getBackend } from '../src/kernels/index.js';
-import { randomArray, randomModel, rng, tinyConfig } from '../src/model/random.js';
+import { randomModel, rng, tinyConfig } from '../src/model/random.js';
 import { ropeInvFreq } from '../src/model/rope.js';
 import { configToJson } from '../src/model/config.js';
 import { FreqKVCache, type FreqRope } from '../src/cache/freqkv.js';
 import type { FreqKeep, FreqMethod, FreqScaling } from '../src/dsp/freqkv-op.js';
-import { type AttentionDims, CausalAttention } from '../src/train/attention.js';
+import { CausalAttention } from '../src/train/attention.js';
 import { FreqKVAttention, freqkvAttention, freqkvGroups } from '../src/train/freqkv-attention.js';
 import { TrainableModel } from '../src/train/model.js';
 import { AdamW } from '../src/train/adamw.js';
-import type { Batcher } from '../src/train/batcher.js';
 import { trainLoop } from '../src/train/loop.js';
 import { FINETUNE_METHODS } from '../src/cli/train.js';
-import { main } from '../src/cli/main.js';
 import { saveModel } from '../src/model/writer.js';
 import { loadModel } from '../src/model/loader.js';
 import { concatDocuments, writeTokenDataset } from '../src/data/tokens.js';
+import { checkGrad, cli, dot64, FixedBatcher, learnableTokens, loopOpts, oneLayerDims as dims, quiet, randomSource, randomWindows, tmpDir } from './util.js';
 
 const be = getBackend();
-const next = rng(4242);
-const rnd = (n: number, scale = 1) => randomArray(n, scale, next);
+const rnd = randomSource(4242);
 const invFreq = Float32Array.from([1, 0.1]); // hd = 4
-
-function dot64(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
+/** The finite-difference tolerance of this file: atol 5e-4 (grad.test.ts keeps checkGrad's default, 2e-4). */
+const GRAD_TOL = { atol: 5e-4 };
 
 interface Variant { keep?: FreqKeep; scaling?: FreqScaling; rope?: FreqRope; method?: FreqMethod }
-
-function dims(T: number, nHeads: number, nKVHeads: number, hd = 4): AttentionDims {
-  return { nLayers: 1, batch: 1, seqLen: T, nHeads, nKVHeads, headDim: hd };
-}
 
 /** out = attention(q, k, v) through a SequenceAttention (q, k are copied: forward rotates them in place). */
 function run(attn: { forward: FreqKVAttention['forward'] }, q: Float32Array, k: Float32Array, v: Float32Array, qDim: number, T: number): Float32Array {
@@ -72,25 +61,6 @@ function assertClose(a: Float32Array, b: Float32Array, rel: number, what: string
   let scale = 0;
   for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]));
   for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= rel * scale, `${what}[${i}]: ${a[i]} vs ${b[i]} (max |ref| ${scale})`);
-}
-
-/** Central differences of f on every element of x against the analytic gradient g (as in grad.test.ts): |fd − g| <= atol·max|g| + rtol·|g|. */
-function checkGrad(name: string, x: Float32Array, g: Float32Array, f: () => number, eps = 1e-2, rtol = 1e-3, atol = 5e-4): void {
-  let scale = 0;
-  for (let i = 0; i < g.length; i++) scale = Math.max(scale, Math.abs(g[i]));
-  assert.ok(scale > 0, `${name}: analytic gradient is all zero`);
-  for (let j = 0; j < x.length; j++) {
-    const x0 = x[j];
-    x[j] = x0 + eps;
-    const xp = x[j];
-    const fp = f();
-    x[j] = x0 - eps;
-    const xm = x[j];
-    const fm = f();
-    x[j] = x0;
-    const fd = (fp - fm) / (xp - xm);
-    assert.ok(Math.abs(fd - g[j]) <= atol * scale + rtol * Math.abs(g[j]), `${name}[${j}]: finite difference ${fd}, analytic ${g[j]} (max |g| ${scale})`);
-  }
 }
 
 test('the schedule: group 0 fills the window, then groups of N - S - L at slots S + L..', () => {
@@ -160,28 +130,19 @@ test('gradients through 4 compressions match finite differences (method, rope po
     const dq = new Float32Array(T * qDim), dk = new Float32Array(T * kvDim), dv = new Float32Array(T * kvDim);
     attn.backward(0, 0, R, dq, dk, dv);
     const what = JSON.stringify(o);
-    checkGrad(`${what} dq`, q, dq, f);
-    checkGrad(`${what} dk`, k, dk, f);
-    checkGrad(`${what} dv`, v, dv, f);
+    checkGrad(`${what} dq`, q, dq, f, GRAD_TOL);
+    checkGrad(`${what} dk`, k, dk, f, GRAD_TOL);
+    checkGrad(`${what} dv`, v, dv, f, GRAD_TOL);
     // the first tokens (sinks and the first compressed span) reach the last group only through the compressions
     assert.ok(dk.subarray(S * kvDim, N * kvDim).some((x) => x !== 0));
   }
 });
 
-/** Always the same batch. */
-class FixedBatcher implements Batcher {
-  constructor(readonly batch: number, readonly seqLen: number, private readonly windows: Int32Array) {}
-  fill(out: Int32Array): void {
-    out.set(this.windows);
-  }
-}
-
 test('a tiny model fine-tunes with --method freqkv at T = 3N: finite loss that falls; model gradient matches finite differences', async () => {
   const N = 8, T = 3 * N, B = 2;
   const c = tinyConfig({ vocabSize: 32, hiddenSize: 16, intermediateSize: 24, nHeads: 4, nKVHeads: 2, maxPositionEmbeddings: N });
   const attention = FINETUNE_METHODS.freqkv.attention(c, { sinks: 2, retain: 0.5 }); // --cache-size defaults to the context window
-  const r = rng(9);
-  const win = Int32Array.from({ length: B * (T + 1) }, () => Math.floor(r() * c.vocabSize));
+  const win = randomWindows(c, B, T, 9);
   const tm = new TrainableModel(randomModel(c, 5), { batch: B, seqLen: T, attention });
   // directional derivative of the loss along a random direction of one projection, through the attention's backward
   const p = tm.params.find((x) => x.name === 'model.layers.0.self_attn.k_proj.weight')!;
@@ -202,9 +163,7 @@ test('a tiny model fine-tunes with --method freqkv at T = 3N: finite loss that f
   for (const q of tm.params) q.grad?.fill(0);
 
   const opt = new AdamW(tm.trainable(), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0 });
-  const opts = { steps: 20, accum: 1, schedule: { kind: 'constant' as const, lr: 1e-2, warmup: 2, steps: 20 }, clip: 1, evalEvery: 0, evalWindows: null, saveEvery: 0, logEvery: 1000 };
-  await trainLoop(tm, new FixedBatcher(B, T, win), opt, { step: 0, tokens: 0, elapsedMs: 0 }, opts,
-    { progress: () => {}, handleSignals: false, checkpointFile: null, logFile: null, checkpointMeta: () => ({ config: {}, run: {} }) });
+  await trainLoop(tm, new FixedBatcher(B, T, win), opt, { step: 0, tokens: 0, elapsedMs: 0 }, loopOpts(20), quiet);
   const after = tm.loss(win);
   assert.ok(Number.isFinite(after) && after < before - 0.3, `loss ${before} -> ${after}`);
 });
@@ -225,24 +184,10 @@ test('--method longlora: linear rope_scaling T/N on the config (invFreq and the 
   assert.throws(() => FINETUNE_METHODS.freqkv.attention(tinyConfig(), { 'cache-size': 8, sinks: 8, retain: 0.5 }), /sinks must be an integer in \[0, cache size - 1 = 7\]/);
 });
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [], err: string[] = [];
-  const ow = process.stdout.write, ew = process.stderr.write;
-  process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
-  try {
-    const code = await main(args);
-    return { code, stdout: out.join(''), stderr: err.join('') };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-}
-
 test('CLI: finetune --method freqkv and --method longlora at T > N; the longlora export carries rope_scaling', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'freqkv-ft-'));
+  const dir = tmpDir('freqkv-ft-');
   const r = rng(8);
-  const tokens = [0, ...Array.from({ length: 1500 }, (_, i) => (r() < 0.1 ? 3 + Math.floor(r() * 60) : 3 + ((i * 7) % 23)))];
+  const tokens = [0, ...learnableTokens(r, 1500)];
   const data = path.join(dir, 'data');
   await writeTokenDataset(data, [concatDocuments('train', [{ name: 'b', tokens, chars: 4000 }], 64)], 64, 0);
   const base = path.join(dir, 'base');

@@ -6,9 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { getBackend } from '../src/kernels/index.js';
-import { randomArray, randomModel, rng, tinyConfig } from '../src/model/random.js';
+import { randomModel, tinyConfig } from '../src/model/random.js';
 import { ropeInvFreq } from '../src/model/rope.js';
-import type { LlamaConfig, Model } from '../src/model/types.js';
+import type { Model } from '../src/model/types.js';
 import { forwardNll } from '../src/model/forward.js';
 import { createCache } from '../src/cache/factory.js';
 import {
@@ -19,40 +19,10 @@ import { CausalAttention, headAttentionBackward, headAttentionForward } from '..
 import { Linear, TrainableModel } from '../src/train/model.js';
 import type { Param } from '../src/train/params.js';
 import type { LoraAdapter } from '../src/train/lora.js';
+import { checkGrad, dot64, oneLayerDims, randomSource, randomWindows } from './util.js';
 
 const be = getBackend();
-const next = rng(12345);
-const rnd = (n: number, scale = 1) => randomArray(n, scale, next);
-
-function dot64(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
-  return s;
-}
-
-/**
- * Central differences of f on every element of x, against the analytic gradient. The step is
- * taken in float32, so the divisor is the difference actually stored. Tolerance:
- * |fd − g| <= atol·max|g| + rtol·|g|.
- */
-function checkGrad(name: string, x: Float32Array, g: Float32Array, f: () => number, eps = 1e-2, rtol = 1e-3, atol = 2e-4): void {
-  let scale = 0;
-  for (let i = 0; i < g.length; i++) scale = Math.max(scale, Math.abs(g[i]));
-  assert.ok(scale > 0, `${name}: analytic gradient is all zero`);
-  for (let j = 0; j < x.length; j++) {
-    const x0 = x[j];
-    x[j] = x0 + eps;
-    const xp = x[j];
-    const fp = f();
-    x[j] = x0 - eps;
-    const xm = x[j];
-    const fm = f();
-    x[j] = x0;
-    const fd = (fp - fm) / (xp - xm);
-    const err = Math.abs(fd - g[j]);
-    assert.ok(err <= atol * scale + rtol * Math.abs(g[j]), `${name}[${j}]: finite difference ${fd}, analytic ${g[j]} (max |g| ${scale})`);
-  }
-}
+const rnd = randomSource(12345);
 
 test('embedding backward scatters into the rows of the used tokens', () => {
   const V = 5, d = 4, n = 6;
@@ -155,7 +125,7 @@ test('causal GQA attention with RoPE over a sequence: forward equals the backend
   const T = 5, nHeads = 4, nKVHeads = 2, hd = 4;
   const qDim = nHeads * hd, kvDim = nKVHeads * hd;
   const invFreq = Float32Array.from([1, 0.1]);
-  const attn = new CausalAttention({ nLayers: 1, batch: 1, seqLen: T, nHeads, nKVHeads, headDim: hd }, invFreq, be);
+  const attn = new CausalAttention(oneLayerDims(T, nHeads, nKVHeads, hd), invFreq, be);
   const q = rnd(T * qDim), k = rnd(T * kvDim), v = rnd(T * kvDim), w = rnd(T * qDim);
   const out = new Float32Array(T * qDim);
   const f = () => (attn.forward(0, 0, Float32Array.from(q), Float32Array.from(k), v, out), dot64(out, w)); // q, k are rotated in place
@@ -208,11 +178,6 @@ test('cross-entropy backward, ignored targets get no gradient', () => {
 
 // ---------- the whole model ----------
 
-function windows(c: LlamaConfig, B: number, T: number, seed: number): Int32Array {
-  const r = rng(seed);
-  return Int32Array.from({ length: B * (T + 1) }, () => Math.floor(r() * c.vocabSize));
-}
-
 /**
  * For each parameter tensor: D = (L(θ + εu) − L(θ − εu)) / 2ε along a random direction u of
  * that tensor (Richardson-extrapolated from ε and ε/2), against <g, u>.
@@ -246,14 +211,14 @@ function checkModel(label: string, tm: TrainableModel, win: Int32Array): number 
 test('whole model gradient: GQA, untied head', () => {
   const c = tinyConfig({ vocabSize: 32, hiddenSize: 16, intermediateSize: 24, nHeads: 4, nKVHeads: 2 });
   const tm = new TrainableModel(randomModel(c, 3), { batch: 2, seqLen: 6 });
-  checkModel('gqa', tm, windows(c, 2, 6, 1));
+  checkModel('gqa', tm, randomWindows(c, 2, 6, 1));
 });
 
 test('whole model gradient: tied embeddings and Qwen2 biases', () => {
   const c = tinyConfig({ vocabSize: 32, hiddenSize: 16, intermediateSize: 24, nHeads: 2, nKVHeads: 1, tieWordEmbeddings: true, attentionBias: true, architecture: 'Qwen2ForCausalLM' });
   const tm = new TrainableModel(randomModel(c, 4), { batch: 2, seqLen: 5 });
   assert.ok(!tm.params.some((p) => p.name === 'lm_head.weight'));
-  checkModel('tied+bias', tm, windows(c, 2, 5, 2));
+  checkModel('tied+bias', tm, randomWindows(c, 2, 5, 2));
 });
 
 test('whole model gradient: LoRA on every projection, embeddings and norms trainable, the rest frozen', () => {
@@ -266,14 +231,14 @@ test('whole model gradient: LoRA on every projection, embeddings and norms train
   assert.ok(trainable.includes('model.embed_tokens.weight') && trainable.includes('model.norm.weight'));
   assert.ok(!trainable.includes('lm_head.weight') && !trainable.includes('model.layers.0.self_attn.q_proj.weight'));
   assert.equal(tm.lora.length, 2 * 7);
-  checkModel('lora', tm, windows(c, 2, 6, 3));
+  checkModel('lora', tm, randomWindows(c, 2, 6, 3));
 });
 
 test('training forward loss equals the inference forward (full cache) on the same tokens', () => {
   const c = tinyConfig({ nHeads: 4, nKVHeads: 2, attentionBias: true });
   const model: Model = randomModel(c, 6);
   const B = 2, T = 9;
-  const win = windows(c, B, T, 4);
+  const win = randomWindows(c, B, T, 4);
   const tm = new TrainableModel(model, { batch: B, seqLen: T });
   const loss = tm.loss(win);
   let sum = 0;

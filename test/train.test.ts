@@ -6,11 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomModel, rng, tinyConfig } from '../src/model/random.js';
-import type { LlamaConfig, Model } from '../src/model/types.js';
+import type { Model } from '../src/model/types.js';
 import { loadModel } from '../src/model/loader.js';
 import { concatDocuments, writeTokenDataset } from '../src/data/tokens.js';
 import { AdamW, adamwUpdate } from '../src/train/adamw.js';
@@ -18,21 +17,13 @@ import { type Batcher, evenWindows, MixedWindowBatcher } from '../src/train/batc
 import { readCheckpointMeta, restoreCheckpoint, type TrainState } from '../src/train/checkpoint.js';
 import { initModel } from '../src/train/init.js';
 import { mergeLora } from '../src/train/lora.js';
-import { evaluate, trainLoop, type LoopOptions } from '../src/train/loop.js';
+import { evaluate, trainLoop } from '../src/train/loop.js';
 import { TrainableModel } from '../src/train/model.js';
 import { clipFactor, gradNorm, type Param } from '../src/train/params.js';
 import { learningRate } from '../src/train/schedule.js';
-import { main } from '../src/cli/main.js';
+import { cli, FixedBatcher, learnableTokens, loopOpts, quiet, randomWindows, tmpDir } from './util.js';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'freqkv-train-'));
-
-/** Always the same batch: for memorisation. */
-class FixedBatcher implements Batcher {
-  constructor(readonly batch: number, readonly seqLen: number, private readonly windows: Int32Array) {}
-  fill(out: Int32Array): void {
-    out.set(this.windows);
-  }
-}
+const tmp = () => tmpDir('freqkv-train-');
 
 /** A different pseudo-random batch per (step, micro), like the real batcher. */
 class SeededBatcher implements Batcher {
@@ -41,20 +32,6 @@ class SeededBatcher implements Batcher {
     const r = rng(1000 * step + micro + 1);
     for (let i = 0; i < out.length; i++) out[i] = Math.floor(r() * this.vocab);
   }
-}
-
-function randomWindows(c: LlamaConfig, B: number, T: number, seed: number): Int32Array {
-  const r = rng(seed);
-  return Int32Array.from({ length: B * (T + 1) }, () => Math.floor(r() * c.vocabSize));
-}
-
-const quiet = { progress: () => {}, handleSignals: false, checkpointFile: null, logFile: null, checkpointMeta: () => ({ config: {}, run: {} }) };
-
-function loopOpts(steps: number, over: Partial<LoopOptions> = {}): LoopOptions {
-  return {
-    steps, accum: 1, schedule: { kind: 'constant', lr: 1e-2, warmup: 2, steps }, clip: 1, evalEvery: 0, evalWindows: null,
-    saveEvery: 0, logEvery: 1000, ...over,
-  };
 }
 
 test('AdamW: one update by the formula; decay on matrices only', () => {
@@ -254,26 +231,10 @@ test('evaluate: mean over windows equals the mean of per-batch losses', () => {
 
 async function writeDataset(dir: string): Promise<void> {
   const r = rng(3);
-  // a learnable stream: a repeating phrase with noise
-  const book = (n: number) => Array.from({ length: n }, (_, i) => (r() < 0.1 ? 3 + Math.floor(r() * 60) : 3 + ((i * 7) % 23)));
-  const train = concatDocuments('train', [{ name: 'b1', tokens: [0, ...book(3000)], chars: 9000 }], 64);
-  const val = concatDocuments('val', [{ name: 'b2', tokens: [0, ...book(600)], chars: 1800 }], 64);
+  const train = concatDocuments('train', [{ name: 'b1', tokens: [0, ...learnableTokens(r, 3000)], chars: 9000 }], 64);
+  const val = concatDocuments('val', [{ name: 'b2', tokens: [0, ...learnableTokens(r, 600)], chars: 1800 }], 64);
   const synthetic = concatDocuments('synthetic', Array.from({ length: 30 }, (_, i) => ({ name: `s${i}`, tokens: [0, 1, 2, 5 + (i % 9), 1, 2, 5 + (i % 9)], chars: 20 })), 64);
   await writeTokenDataset(dir, [train, val, synthetic], 64, 0, { synthetic: { split: 'synthetic', share: 0.1 } });
-}
-
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out: string[] = [], err: string[] = [];
-  const ow = process.stdout.write, ew = process.stderr.write;
-  process.stdout.write = ((s: string) => (out.push(String(s)), true)) as typeof process.stdout.write;
-  process.stderr.write = ((s: string) => (err.push(String(s)), true)) as typeof process.stderr.write;
-  try {
-    const code = await main(args);
-    return { code, stdout: out.join(''), stderr: err.join('') };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
 }
 
 test('CLI: pretrain writes a loadable model, a log and a checkpoint; --resume continues to the same weights', async () => {
